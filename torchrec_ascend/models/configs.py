@@ -1,0 +1,171 @@
+"""Validated configuration dataclasses and the named presets of the model zoo."""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sequence encoder shape.
+
+    Attributes:
+        model: "hstu" or "sasrec".
+        embedding_dim: D, item-embedding and residual width.
+        num_blocks: number of encoder layers.
+        num_heads: H.
+        attention_dim: per-head query/key width (HSTU) .
+        value_dim: per-head value width (HSTU).
+        max_seq_len: N, longest history fed to the encoder; also the HSTU attention
+            normaliser and the size of the position tables.
+        dropout: dropout on the gated attention output before the output projection
+            (HSTU) or inside attention/FFN (SASRec).
+        input_dropout: dropout on the input embeddings.
+        position_bias: learn a relative-position attention bias (HSTU RAB).
+        time_bias: learn a log-bucketed time-gap attention bias (HSTU RAB); used only
+            when the data has timestamps.
+        num_time_buckets: buckets of the time bias.
+        alpha: scale on q.k in HSTU attention.
+    """
+
+    model: str = "hstu"
+    embedding_dim: int = 64
+    num_blocks: int = 4
+    num_heads: int = 4
+    attention_dim: int = 16
+    value_dim: int = 16
+    max_seq_len: int = 50
+    dropout: float = 0.5
+    input_dropout: float = 0.2
+    position_bias: bool = True
+    time_bias: bool = True
+    num_time_buckets: int = 128
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.model in ("hstu", "sasrec"), f"model must be hstu or sasrec, got {self.model!r}")
+        for name in ("embedding_dim", "num_blocks", "num_heads", "attention_dim",
+                     "value_dim", "max_seq_len", "num_time_buckets"):  # fmt: skip
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0, f"{name} must be a positive int, got {value!r}")
+        for name in ("dropout", "input_dropout"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
+        if self.model == "sasrec":
+            _check(
+                self.embedding_dim % self.num_heads == 0,
+                f"sasrec needs embedding_dim ({self.embedding_dim}) divisible by num_heads ({self.num_heads})",
+            )
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Sampled softmax over uniformly sampled negatives.
+
+    Attributes:
+        num_negatives: negatives per target token (or per batch when shared).
+        temperature: logits are cosine similarities divided by this.
+        shared_negatives: one negative set for the whole batch instead of one per
+            token; each token still sees ``num_negatives`` uniform negatives.
+    """
+
+    num_negatives: int = 128
+    temperature: float = 0.05
+    shared_negatives: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.num_negatives > 0, f"num_negatives must be positive, got {self.num_negatives}")
+        _check(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and evaluation schedule.
+
+    Attributes:
+        epochs: passes over the training sequences.
+        batch_size: users per training step.
+        learning_rate: Adam learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        eval_every: validate every this many epochs (and on the last one).
+        eval_batch_size: users per evaluation step.
+        patience: stop after this many validations without a better NDCG@10 (0: never).
+    """
+
+    epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    eval_every: int = 1
+    eval_batch_size: int = 512
+    patience: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
+            value = getattr(self, name)
+            _check(value > 0, f"{name} must be positive, got {value}")
+        _check(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> "ExperimentConfig":
+        return ExperimentConfig(
+            model=ModelConfig(**data["model"]),
+            loss=LossConfig(**data["loss"]),
+            train=TrainConfig(**data["train"]),
+        )
+
+
+# Encoder sizes of the HSTU scaling study (embedding width, blocks, 8 heads, per-head
+# q/k/v width): tiny .. large at 2048 tokens, long at 4096.
+ZOO = {
+    "tiny": ModelConfig(embedding_dim=128, num_blocks=2, num_heads=8, attention_dim=16, value_dim=16, max_seq_len=2048),
+    "small": ModelConfig(embedding_dim=256, num_blocks=4, num_heads=8, attention_dim=32, value_dim=32, max_seq_len=2048),
+    "medium": ModelConfig(embedding_dim=512, num_blocks=8, num_heads=8, attention_dim=64, value_dim=64, max_seq_len=2048),
+    "large": ModelConfig(embedding_dim=1024, num_blocks=16, num_heads=8, attention_dim=128, value_dim=128, max_seq_len=2048),
+    "long": ModelConfig(embedding_dim=1024, num_blocks=16, num_heads=8, attention_dim=128, value_dim=128, max_seq_len=4096),
+}  # fmt: skip
+
+PRESETS = {
+    # Amazon Beauty: short histories (mean ~9), 12k items.
+    "beauty": ExperimentConfig(
+        model=ModelConfig(embedding_dim=64, num_blocks=4, num_heads=4, attention_dim=16,
+                          value_dim=16, max_seq_len=50, dropout=0.5, input_dropout=0.2),
+        loss=LossConfig(num_negatives=512, temperature=0.05, shared_negatives=True),
+        train=TrainConfig(epochs=40, batch_size=128, learning_rate=1e-3),
+    ),
+    # MovieLens latest-small: 610 users with long histories (median ~70).
+    "ml-latest-small": ExperimentConfig(
+        model=ModelConfig(embedding_dim=64, num_blocks=2, num_heads=2, attention_dim=32,
+                          value_dim=32, max_seq_len=200, dropout=0.2, input_dropout=0.2),
+        loss=LossConfig(num_negatives=128, temperature=0.05, shared_negatives=True),
+        train=TrainConfig(epochs=60, batch_size=64, learning_rate=1e-3),
+    ),
+    # A seconds-long configuration for tests and smoke runs.
+    "smoke": ExperimentConfig(
+        model=ModelConfig(embedding_dim=16, num_blocks=1, num_heads=2, attention_dim=8,
+                          value_dim=8, max_seq_len=20, dropout=0.1, input_dropout=0.1),
+        loss=LossConfig(num_negatives=16, temperature=0.1),
+        train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=256),
+    ),
+}  # fmt: skip
+
+
+def get_preset(name: str) -> ExperimentConfig:
+    """Returns the named experiment preset; raises KeyError listing the known names."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown config preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,5 @@
+import sys
+
+from torchrec_ascend.train.cli import main
+
+sys.exit(main())

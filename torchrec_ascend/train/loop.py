@@ -1,0 +1,256 @@
+"""The single-process training loop: epochs, evaluation, checkpoints, metrics.json."""
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from torchrec_ascend.data import LeaveOneOutSplit, make_train_loader
+from torchrec_ascend.models import ExperimentConfig, SequentialRetrieval, train_step_flops
+from torchrec_ascend.train.checkpoint import BEST, LAST, load_if_exists, save_atomic
+from torchrec_ascend.train.evaluate import evaluate
+from torchrec_ascend.train.negatives import UniformNegativeSampler
+from torchrec_ascend.train.peak import measure_matmul_peak
+from torchrec_ascend.train.plot import plot_history
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class RunSpec:
+    """What to train and where to write it."""
+
+    dataset: str
+    split: LeaveOneOutSplit
+    config: ExperimentConfig
+    seed: int
+    output_dir: Path
+    resume: bool = False
+    progress: bool = True
+
+
+class Trainer:
+    """Trains a SequentialRetrieval model epoch by epoch.
+
+    Every epoch ends with a checkpoint (``last.pt``); the best validation NDCG@10
+    weights are kept in ``best_model.pt`` and scored on test at the end. Ctrl-C saves
+    the current weights as a checkpoint of the interrupted epoch, which ``resume``
+    restarts from its beginning.
+    """
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        cfg = spec.config
+        seed_everything(spec.seed)
+        self.model = SequentialRetrieval(
+            spec.split.num_items, cfg, use_timestamps=spec.split.has_timestamps
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=cfg.train.learning_rate,
+            betas=(0.9, 0.98),
+            weight_decay=cfg.train.weight_decay,
+        )
+        self.history: list[dict] = []
+        self.start_epoch = 0
+        self.best = {"epoch": -1, "ndcg@10": -1.0, "valid": None}
+        self.stale = 0
+        self.timing = {"steps": 0, "seconds": 0.0, "samples": 0, "tokens": 0, "flops": 0.0}
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        if spec.resume:
+            self._restore()
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    def _state(self, next_epoch: int) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "next_epoch": next_epoch,
+            "history": self.history,
+            "best": self.best,
+            "stale": self.stale,
+            "timing": self.timing,
+            "torch_rng": torch.get_rng_state(),
+            "config": self.spec.config.to_dict(),
+            "seed": self.spec.seed,
+        }
+
+    def _restore(self) -> None:
+        state = load_if_exists(self.spec.output_dir / LAST)
+        if state is None:
+            logger.info("no checkpoint in %s; starting fresh", self.spec.output_dir)
+            return
+        if state["config"] != self.spec.config.to_dict():
+            raise ValueError(
+                f"checkpoint in {self.spec.output_dir} was trained with another config; "
+                "use a fresh --output-dir or the same --config"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.start_epoch = state["next_epoch"]
+        self.history, self.best = state["history"], state["best"]
+        self.stale, self.timing = state["stale"], state["timing"]
+        logger.info("resuming at epoch %d", self.start_epoch)
+
+    # -- training ------------------------------------------------------------------
+
+    def _train_epoch(self, epoch: int) -> float:
+        cfg = self.spec.config
+        loader = make_train_loader(
+            self.spec.split, cfg.model.max_seq_len, cfg.train.batch_size, self.spec.seed, epoch
+        )
+        sampler = UniformNegativeSampler(
+            self.spec.split.num_items,
+            cfg.loss.num_negatives,
+            cfg.loss.shared_negatives,
+            seed=self.spec.seed * 100_003 + epoch,
+        )
+        self.model.train()
+        total_loss, steps = 0.0, 0
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            disable=not self.spec.progress,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
+        for batch in bar:
+            start = time.perf_counter()
+            negatives = sampler.sample(batch.num_tokens)
+            loss = self.model(
+                batch.features, batch.targets, negatives, batch.timestamps,
+                batch.query_timestamps,
+            )  # fmt: skip
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            elapsed = time.perf_counter() - start
+
+            value = float(loss.detach())
+            if not np.isfinite(value):
+                raise FloatingPointError(f"loss became {value} at epoch {epoch + 1}")
+            total_loss += value
+            steps += 1
+            t = self.timing
+            t["steps"] += 1
+            t["seconds"] += elapsed
+            t["samples"] += batch.batch_size
+            t["tokens"] += batch.num_tokens
+            t["flops"] += train_step_flops(batch.lengths, cfg.model, cfg.loss.num_negatives)
+            bar.set_postfix(
+                loss=f"{total_loss / steps:.4f}",
+                samples_s=f"{t['samples'] / max(t['seconds'], 1e-9):.0f}",
+            )
+        return total_loss / max(steps, 1)
+
+    def fit(self) -> dict:
+        spec, cfg = self.spec, self.spec.config
+        peak = measure_matmul_peak(torch.float32)
+        logger.info("fp32 matmul peak on this machine: %.1f GFLOP/s", peak)
+        epoch = self.start_epoch
+        try:
+            for epoch in range(self.start_epoch, cfg.train.epochs):
+                loss = self._train_epoch(epoch)
+                row = {"epoch": epoch + 1, "train_loss": loss}
+                last = epoch + 1 == cfg.train.epochs
+                if (epoch + 1) % cfg.train.eval_every == 0 or last:
+                    row["valid"] = evaluate(
+                        self.model, spec.split, "valid", cfg.train.eval_batch_size
+                    )
+                    self._track_best(epoch + 1, row["valid"])
+                    logger.info(
+                        "epoch %d loss %.4f valid ndcg@10 %.4f hr@10 %.4f",
+                        epoch + 1, loss, row["valid"]["ndcg@10"], row["valid"]["hr@10"],
+                    )  # fmt: skip
+                else:
+                    logger.info("epoch %d loss %.4f", epoch + 1, loss)
+                self.history.append(row)
+                save_atomic(self._state(epoch + 1), spec.output_dir / LAST)
+                plot_history(self.history, spec.output_dir / "training.png", spec.dataset)
+                if cfg.train.patience and self.stale >= cfg.train.patience:
+                    logger.info("no validation gain for %d evaluations; stopping", self.stale)
+                    break
+        except KeyboardInterrupt:
+            save_atomic(self._state(epoch), spec.output_dir / LAST)
+            logger.warning(
+                "interrupted in epoch %d; checkpoint saved to %s (resume with --resume)",
+                epoch + 1, spec.output_dir / LAST,
+            )  # fmt: skip
+            raise
+        return self._finish(peak)
+
+    def _track_best(self, epoch: int, valid: dict) -> None:
+        if valid["ndcg@10"] > self.best["ndcg@10"]:
+            self.best = {"epoch": epoch, "ndcg@10": valid["ndcg@10"], "valid": valid}
+            self.stale = 0
+            save_atomic(self.model.state_dict(), self.spec.output_dir / BEST)
+        else:
+            self.stale += 1
+
+    def _finish(self, peak_gflops: float) -> dict:
+        spec, cfg = self.spec, self.spec.config
+        best_state = load_if_exists(spec.output_dir / BEST)
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        test = evaluate(self.model, spec.split, "test", cfg.train.eval_batch_size)
+        t = self.timing
+        seconds = max(t["seconds"], 1e-9)
+        achieved = t["flops"] / seconds / 1e9
+        metrics = {
+            "dataset": spec.dataset,
+            "model": cfg.model.model,
+            "config": cfg.to_dict(),
+            "seed": spec.seed,
+            "best_epoch": self.best["epoch"],
+            "valid": self.best["valid"],
+            "test": test,
+            "train": {
+                "samples_per_s": t["samples"] / seconds,
+                "tokens_per_s": t["tokens"] / seconds,
+                "step_time_ms": 1000.0 * seconds / max(t["steps"], 1),
+                "achieved_gflops": achieved,
+                "peak_gflops": peak_gflops,
+                "mfu": achieved / peak_gflops if peak_gflops > 0 else None,
+                "train_seconds": t["seconds"],
+            },
+            "history": self.history,
+        }
+        with open(spec.output_dir / "metrics.json", "w") as f:
+            json.dump(metrics, f, indent=2)
+        plot_history(self.history, spec.output_dir / "training.png", spec.dataset)
+        return metrics
+
+
+def train(spec: RunSpec) -> dict:
+    """Runs :class:`Trainer` end to end and returns the metrics written to disk."""
+    return Trainer(spec).fit()
+
+
+def describe(metrics: dict, output_dir: Optional[Path] = None) -> str:
+    """A short human-readable summary of a metrics dict."""
+    test, train = metrics["test"], metrics["train"]
+    lines = [
+        f"{metrics['dataset']} / {metrics['model']}: best epoch {metrics['best_epoch']}",
+        "test  " + "  ".join(f"{k}={test[k]:.4f}" for k in test if k != "users"),
+        f"train {train['samples_per_s']:.0f} samples/s, {train['tokens_per_s']:.0f} tokens/s,"
+        f" step {train['step_time_ms']:.1f} ms, MFU {100 * (train['mfu'] or 0):.2f}%"
+        f" of {train['peak_gflops']:.0f} GFLOP/s",
+    ]
+    if output_dir is not None:
+        lines.append(f"wrote {output_dir / 'metrics.json'} and {output_dir / 'training.png'}")
+    return "\n".join(lines)
