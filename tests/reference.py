@@ -26,10 +26,20 @@ def valid_mask(n: int, num_targets: int, contextual: int) -> torch.Tensor:
 
 
 def reference_hstu_attention(
-    q, k, v, offsets, max_seq_len, alpha=1.0, pos_bias=None, ts_bias=None,
-    timestamps=None, query_timestamps=None, num_targets=None, contextual_len=0,
+    q,
+    k,
+    v,
+    offsets,
+    max_seq_len,
+    alpha=1.0,
+    pos_bias=None,
+    ts_bias=None,
+    timestamps=None,
+    query_timestamps=None,
+    num_targets=None,
+    contextual_len=0,
     ts_bucket_divisor=0.301,
-):  # fmt: skip
+):
     """Padded float64 HSTU attention; differentiable through autograd."""
     offsets = offsets.long().tolist()
     batch = len(offsets) - 1

@@ -4,9 +4,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import reference_hstu_attention
 
 import torchrec_ascend  # noqa: F401
-from reference import reference_hstu_attention
 from torchrec_ascend.ops import hstu_attention, lengths_to_offsets
 
 MAX_SEQ_LEN = 80
@@ -65,7 +65,9 @@ def build_inputs(case, dtype):
         pos = 0.3 * torch.randn(2 * MAX_SEQ_LEN - 1, generator=gen, dtype=dtype)
         inputs["pos_bias"] = pos.requires_grad_()
     if case["use_ts"]:
-        inputs["ts_bias"] = (0.3 * torch.randn(9, generator=gen, dtype=dtype)).requires_grad_()
+        inputs["ts_bias"] = (
+            0.3 * torch.randn(9, generator=gen, dtype=dtype)
+        ).requires_grad_()
         gaps = torch.randint(0, 5000, (total,), generator=gen)
         ts = torch.cumsum(gaps, 0)
         inputs["timestamps"] = ts
@@ -96,9 +98,7 @@ def run(fn, inputs, grad_out):
     return out, dict(zip(names, grads))
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=jagged_cases())
 @pytest.mark.parametrize(
     "dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)], ids=["f64", "f32"]
@@ -106,7 +106,11 @@ def run(fn, inputs, grad_out):
 def test_matches_float64_reference(case, dtype, tol):
     inputs = build_inputs(case, dtype)
     reference_inputs = {
-        key: (val.detach().double().requires_grad_() if key in differentiable(inputs) else val)
+        key: (
+            val.detach().double().requires_grad_()
+            if key in differentiable(inputs)
+            else val
+        )
         for key, val in inputs.items()
     }
     total = inputs["q"].shape[0]
@@ -127,10 +131,19 @@ def test_matches_float64_reference(case, dtype, tol):
 
 def test_gradcheck_with_all_features():
     case = dict(
-        lengths=[3, 0, 1, 5], heads=2, dim_qk=3, dim_v=2, offsets_dtype=torch.int32,
-        use_pos=True, use_ts=True, use_targets=True, contextual=1, alpha=0.7,
-        non_contiguous=False, seed=3,
-    )  # fmt: skip
+        lengths=[3, 0, 1, 5],
+        heads=2,
+        dim_qk=3,
+        dim_v=2,
+        offsets_dtype=torch.int32,
+        use_pos=True,
+        use_ts=True,
+        use_targets=True,
+        contextual=1,
+        alpha=0.7,
+        non_contiguous=False,
+        seed=3,
+    )
     inputs = build_inputs(case, torch.float64)
     names = differentiable(inputs)
 
@@ -168,7 +181,9 @@ def test_bad_offsets_raise_clear_errors(offsets, message):
 def test_bad_shapes_and_dtypes_raise():
     q = torch.randn(4, 2, 3)
     offsets = torch.tensor([0, 4])
-    with pytest.raises(RuntimeError, match=r"k must have shape \(4, 2, 3\), got \[4, 2, 2\]"):
+    with pytest.raises(
+        RuntimeError, match=r"k must have shape \(4, 2, 3\), got \[4, 2, 2\]"
+    ):
         hstu_attention(q, torch.randn(4, 2, 2), q, offsets, max_seq_len=8)
     with pytest.raises(RuntimeError, match="offsets must be int32 or int64, got Float"):
         hstu_attention(q, q, q, offsets.float(), max_seq_len=8)
@@ -177,9 +192,7 @@ def test_bad_shapes_and_dtypes_raise():
     with pytest.raises(RuntimeError, match="ts_bias needs timestamps"):
         hstu_attention(q, q, q, offsets, max_seq_len=8, ts_bias=torch.zeros(3))
     with pytest.raises(RuntimeError, match=r"num_targets\[0\]=5 must be in \[0, 4\]"):
-        hstu_attention(
-            q, q, q, offsets, max_seq_len=8, num_targets=torch.tensor([5])
-        )
+        hstu_attention(q, q, q, offsets, max_seq_len=8, num_targets=torch.tensor([5]))
 
 
 def test_output_does_not_depend_on_batch_neighbours():
@@ -194,5 +207,19 @@ def test_opcheck():
     torch.manual_seed(0)
     q, k, v = (torch.randn(6, 2, 3, requires_grad=True) for _ in range(3))
     pos = torch.randn(15, requires_grad=True)
-    args = (q, k, v, torch.tensor([0, 2, 6]), 8, 1.0, pos, None, None, None, None, 0, 0.301)
+    args = (
+        q,
+        k,
+        v,
+        torch.tensor([0, 2, 6]),
+        8,
+        1.0,
+        pos,
+        None,
+        None,
+        None,
+        None,
+        0,
+        0.301,
+    )
     torch.library.opcheck(torch.ops.torchrec_ascend.hstu_attention.default, args)

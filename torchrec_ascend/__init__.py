@@ -9,8 +9,10 @@ import logging
 
 import torch
 
-from torchrec_ascend import _C  # noqa: F401  (registers torch.ops.torchrec_ascend.*)
-from torchrec_ascend import ops  # noqa: F401  (fake kernels and autograd for the ops)
+from torchrec_ascend import (
+    _C,  # noqa: F401  (registers torch.ops.torchrec_ascend.*)
+    ops,  # noqa: F401  (fake kernels and autograd for the ops)
+)
 
 logger = logging.getLogger(__name__)
 

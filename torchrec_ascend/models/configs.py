@@ -47,18 +47,32 @@ class ModelConfig:
     alpha: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(self.model in ("hstu", "sasrec"), f"model must be hstu or sasrec, got {self.model!r}")
-        for name in ("embedding_dim", "num_blocks", "num_heads", "attention_dim",
-                     "value_dim", "max_seq_len", "num_time_buckets"):  # fmt: skip
+        _check(
+            self.model in ("hstu", "sasrec"),
+            f"model must be hstu or sasrec, got {self.model!r}",
+        )
+        for name in (
+            "embedding_dim",
+            "num_blocks",
+            "num_heads",
+            "attention_dim",
+            "value_dim",
+            "max_seq_len",
+            "num_time_buckets",
+        ):
             value = getattr(self, name)
-            _check(isinstance(value, int) and value > 0, f"{name} must be a positive int, got {value!r}")
+            _check(
+                isinstance(value, int) and value > 0,
+                f"{name} must be a positive int, got {value!r}",
+            )
         for name in ("dropout", "input_dropout"):
             value = getattr(self, name)
             _check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
         if self.model == "sasrec":
             _check(
                 self.embedding_dim % self.num_heads == 0,
-                f"sasrec needs embedding_dim ({self.embedding_dim}) divisible by num_heads ({self.num_heads})",
+                f"sasrec needs embedding_dim ({self.embedding_dim}) divisible by "
+                f"num_heads ({self.num_heads})",
             )
 
 
@@ -78,8 +92,14 @@ class LossConfig:
     shared_negatives: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.num_negatives > 0, f"num_negatives must be positive, got {self.num_negatives}")
-        _check(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
+        _check(
+            self.num_negatives > 0,
+            f"num_negatives must be positive, got {self.num_negatives}",
+        )
+        _check(
+            self.temperature > 0,
+            f"temperature must be positive, got {self.temperature}",
+        )
 
 
 @dataclass(frozen=True)
@@ -108,7 +128,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
             value = getattr(self, name)
             _check(value > 0, f"{name} must be positive, got {value}")
-        _check(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
+        _check(
+            self.learning_rate > 0,
+            f"learning_rate must be positive, got {self.learning_rate}",
+        )
 
 
 @dataclass(frozen=True)
@@ -131,37 +154,72 @@ class ExperimentConfig:
 
 # Encoder sizes of the HSTU scaling study (embedding width, blocks, 8 heads, per-head
 # q/k/v width): tiny .. large at 2048 tokens, long at 4096.
+def _zoo_entry(dim: int, blocks: int, head_dim: int, max_seq_len: int) -> ModelConfig:
+    return ModelConfig(
+        embedding_dim=dim,
+        num_blocks=blocks,
+        num_heads=8,
+        attention_dim=head_dim,
+        value_dim=head_dim,
+        max_seq_len=max_seq_len,
+    )
+
+
 ZOO = {
-    "tiny": ModelConfig(embedding_dim=128, num_blocks=2, num_heads=8, attention_dim=16, value_dim=16, max_seq_len=2048),
-    "small": ModelConfig(embedding_dim=256, num_blocks=4, num_heads=8, attention_dim=32, value_dim=32, max_seq_len=2048),
-    "medium": ModelConfig(embedding_dim=512, num_blocks=8, num_heads=8, attention_dim=64, value_dim=64, max_seq_len=2048),
-    "large": ModelConfig(embedding_dim=1024, num_blocks=16, num_heads=8, attention_dim=128, value_dim=128, max_seq_len=2048),
-    "long": ModelConfig(embedding_dim=1024, num_blocks=16, num_heads=8, attention_dim=128, value_dim=128, max_seq_len=4096),
-}  # fmt: skip
+    "tiny": _zoo_entry(128, 2, 16, 2048),
+    "small": _zoo_entry(256, 4, 32, 2048),
+    "medium": _zoo_entry(512, 8, 64, 2048),
+    "large": _zoo_entry(1024, 16, 128, 2048),
+    "long": _zoo_entry(1024, 16, 128, 4096),
+}
 
 PRESETS = {
     # Amazon Beauty: short histories (mean ~9), 12k items.
     "beauty": ExperimentConfig(
-        model=ModelConfig(embedding_dim=64, num_blocks=4, num_heads=4, attention_dim=16,
-                          value_dim=16, max_seq_len=50, dropout=0.5, input_dropout=0.2),
+        model=ModelConfig(
+            embedding_dim=64,
+            num_blocks=4,
+            num_heads=4,
+            attention_dim=16,
+            value_dim=16,
+            max_seq_len=50,
+            dropout=0.5,
+            input_dropout=0.2,
+        ),
         loss=LossConfig(num_negatives=512, temperature=0.05, shared_negatives=True),
         train=TrainConfig(epochs=40, batch_size=128, learning_rate=1e-3),
     ),
     # MovieLens latest-small: 610 users with long histories (median ~70).
     "ml-latest-small": ExperimentConfig(
-        model=ModelConfig(embedding_dim=64, num_blocks=2, num_heads=2, attention_dim=32,
-                          value_dim=32, max_seq_len=200, dropout=0.2, input_dropout=0.2),
+        model=ModelConfig(
+            embedding_dim=64,
+            num_blocks=2,
+            num_heads=2,
+            attention_dim=32,
+            value_dim=32,
+            max_seq_len=200,
+            dropout=0.2,
+            input_dropout=0.2,
+        ),
         loss=LossConfig(num_negatives=128, temperature=0.05, shared_negatives=True),
         train=TrainConfig(epochs=60, batch_size=64, learning_rate=1e-3),
     ),
     # A seconds-long configuration for tests and smoke runs.
     "smoke": ExperimentConfig(
-        model=ModelConfig(embedding_dim=16, num_blocks=1, num_heads=2, attention_dim=8,
-                          value_dim=8, max_seq_len=20, dropout=0.1, input_dropout=0.1),
+        model=ModelConfig(
+            embedding_dim=16,
+            num_blocks=1,
+            num_heads=2,
+            attention_dim=8,
+            value_dim=8,
+            max_seq_len=20,
+            dropout=0.1,
+            input_dropout=0.1,
+        ),
         loss=LossConfig(num_negatives=16, temperature=0.1),
         train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=256),
     ),
-}  # fmt: skip
+}
 
 
 def get_preset(name: str) -> ExperimentConfig:

@@ -8,7 +8,6 @@ Each layer (pre-norm, residual)::
 """
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ class RelativeAttentionBias(nn.Module):
         ts_bias: (num_time_buckets + 1,) bias per log-bucketed time gap, or None.
     """
 
-    def __init__(self, max_seq_len: int, num_time_buckets: Optional[int]) -> None:
+    def __init__(self, max_seq_len: int, num_time_buckets: int | None) -> None:
         super().__init__()
         self.pos_bias = nn.Parameter(torch.empty(2 * max_seq_len - 1).normal_(0, 0.02))
         self.ts_bias = (
@@ -67,8 +66,8 @@ class HSTULayer(nn.Module):
         self,
         x: torch.Tensor,
         offsets: torch.Tensor,
-        timestamps: Optional[torch.Tensor] = None,
-        query_timestamps: Optional[torch.Tensor] = None,
+        timestamps: torch.Tensor | None = None,
+        query_timestamps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(L, D) -> (L, D); ``offsets`` (B+1,), timestamps (L,) x int64 or None."""
         cfg = self.config

@@ -7,7 +7,6 @@ item by dot product.
 """
 
 import logging
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +57,7 @@ class SequentialRetrieval(nn.Module):
         num_items: int,
         config: ExperimentConfig,
         use_timestamps: bool,
-        device: Optional[torch.device] = None,
+        device: torch.device | None = None,
     ) -> None:
         super().__init__()
         if num_items < 1:
@@ -66,7 +65,9 @@ class SequentialRetrieval(nn.Module):
         self.num_items = num_items
         self.config = config
         mcfg = config.model
-        self.use_timestamps = bool(use_timestamps and mcfg.model == "hstu" and mcfg.time_bias)
+        self.use_timestamps = bool(
+            use_timestamps and mcfg.model == "hstu" and mcfg.time_bias
+        )
         self.item_embeddings = EmbeddingCollection(
             tables=[
                 EmbeddingConfig(
@@ -91,7 +92,10 @@ class SequentialRetrieval(nn.Module):
     # -- lookups -------------------------------------------------------------------
 
     def _lookup(
-        self, history: KeyedJaggedTensor, targets: torch.Tensor, negative_ids: torch.Tensor
+        self,
+        history: KeyedJaggedTensor,
+        targets: torch.Tensor,
+        negative_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lengths = history.lengths().long()
         batch = lengths.numel()
@@ -105,7 +109,9 @@ class SequentialRetrieval(nn.Module):
         target_lengths = lengths if targets.numel() else torch.zeros_like(lengths)
         kjt = KeyedJaggedTensor(
             keys=list(ITEM_FEATURES),
-            values=torch.cat([history.values(), targets, negative_ids.reshape(-1)]).long(),
+            values=torch.cat(
+                [history.values(), targets, negative_ids.reshape(-1)]
+            ).long(),
             lengths=torch.cat([lengths, target_lengths, neg_lengths]),
         )
         out = self.item_embeddings(kjt)
@@ -121,13 +127,15 @@ class SequentialRetrieval(nn.Module):
         self,
         item_rows: torch.Tensor,
         lengths: torch.Tensor,
-        timestamps: Optional[torch.Tensor],
-        query_timestamps: Optional[torch.Tensor],
+        timestamps: torch.Tensor | None,
+        query_timestamps: torch.Tensor | None,
     ) -> torch.Tensor:
         mcfg = self.config.model
         offsets = lengths_to_offsets(lengths)
         positions = positions_in_sequence(offsets, item_rows.shape[0])
-        x = item_rows * input_scale(mcfg.embedding_dim) + self.position_embedding(positions)
+        x = item_rows * input_scale(mcfg.embedding_dim) + self.position_embedding(
+            positions
+        )
         x = self.input_dropout(x)
         if not self.use_timestamps:
             timestamps = query_timestamps = None
@@ -139,8 +147,8 @@ class SequentialRetrieval(nn.Module):
         history: KeyedJaggedTensor,
         targets: torch.Tensor,
         negative_ids: torch.Tensor,
-        timestamps: Optional[torch.Tensor] = None,
-        query_timestamps: Optional[torch.Tensor] = None,
+        timestamps: torch.Tensor | None = None,
+        query_timestamps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training loss.
 
@@ -153,8 +161,12 @@ class SequentialRetrieval(nn.Module):
         Returns:
             () mean sampled-softmax loss over the L target tokens.
         """
-        item_rows, target_rows, negative_rows = self._lookup(history, targets, negative_ids)
-        queries = self._encode(item_rows, history.lengths(), timestamps, query_timestamps)
+        item_rows, target_rows, negative_rows = self._lookup(
+            history, targets, negative_ids
+        )
+        queries = self._encode(
+            item_rows, history.lengths(), timestamps, query_timestamps
+        )
         positives = F.normalize(target_rows, dim=-1, eps=1e-6)
         negatives = F.normalize(negative_rows, dim=-1, eps=1e-6)
         if negative_ids.dim() == 2:
@@ -165,8 +177,8 @@ class SequentialRetrieval(nn.Module):
     def user_embeddings(
         self,
         history: KeyedJaggedTensor,
-        timestamps: Optional[torch.Tensor] = None,
-        query_timestamps: Optional[torch.Tensor] = None,
+        timestamps: torch.Tensor | None = None,
+        query_timestamps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, D) normalised embedding of each user's last history position."""
         lengths = history.lengths().long()

@@ -28,12 +28,16 @@ class SASRecLayer(nn.Module):
         self.out_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        """x: (B, N, D); attn_mask: (B, 1, N, N) x bool, True where attention is allowed."""
+        """x: (B, N, D); attn_mask: (B, 1, N, N) x bool, True where allowed."""
         batch, n, d = x.shape
         qkv = self.qkv(self.attn_norm(x)).reshape(batch, n, 3, self.num_heads, -1)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         attn = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
         )
         x = x + self.out_dropout(self.proj(attn.transpose(1, 2).reshape(batch, n, d)))
         return x + self.out_dropout(self.ffn(self.ffn_norm(x)))
@@ -44,7 +48,9 @@ class SASRecEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(SASRecLayer(config) for _ in range(config.num_blocks))
+        self.layers = nn.ModuleList(
+            SASRecLayer(config) for _ in range(config.num_blocks)
+        )
         self.final_norm = nn.LayerNorm(config.embedding_dim, eps=1e-8)
 
     def forward(self, x, offsets, timestamps=None, query_timestamps=None):

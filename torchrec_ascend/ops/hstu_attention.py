@@ -6,8 +6,6 @@ them a fake (meta) implementation for ``torch.compile`` and an autograd formula,
 op behaves like any ATen op.
 """
 
-from typing import Optional
-
 import torch
 
 _OP = torch.ops.torchrec_ascend
@@ -19,17 +17,40 @@ DEFAULT_TS_BUCKET_DIVISOR = 0.301
 
 @torch.library.register_fake("torchrec_ascend::hstu_attention")
 def _hstu_attention_fake(
-    q, k, v, offsets, max_seq_len, alpha, pos_bias, ts_bias, timestamps,
-    query_timestamps, num_targets, contextual_len, ts_bucket_divisor,
-):  # fmt: skip
+    q,
+    k,
+    v,
+    offsets,
+    max_seq_len,
+    alpha,
+    pos_bias,
+    ts_bias,
+    timestamps,
+    query_timestamps,
+    num_targets,
+    contextual_len,
+    ts_bucket_divisor,
+):
     return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
 
 
 @torch.library.register_fake("torchrec_ascend::hstu_attention_backward")
 def _hstu_attention_backward_fake(
-    grad_out, q, k, v, offsets, max_seq_len, alpha, pos_bias, ts_bias, timestamps,
-    query_timestamps, num_targets, contextual_len, ts_bucket_divisor,
-):  # fmt: skip
+    grad_out,
+    q,
+    k,
+    v,
+    offsets,
+    max_seq_len,
+    alpha,
+    pos_bias,
+    ts_bias,
+    timestamps,
+    query_timestamps,
+    num_targets,
+    contextual_len,
+    ts_bucket_divisor,
+):
     empty = q.new_empty((0,))
     return (
         torch.empty_like(q),
@@ -41,8 +62,21 @@ def _hstu_attention_backward_fake(
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    (q, k, v, offsets, max_seq_len, alpha, pos_bias, ts_bias, timestamps,
-     query_timestamps, num_targets, contextual_len, ts_bucket_divisor) = inputs  # fmt: skip
+    (
+        q,
+        k,
+        v,
+        offsets,
+        max_seq_len,
+        alpha,
+        pos_bias,
+        ts_bias,
+        timestamps,
+        query_timestamps,
+        num_targets,
+        contextual_len,
+        ts_bucket_divisor,
+    ) = inputs
     ctx.save_for_backward(
         q, k, v, offsets, pos_bias, ts_bias, timestamps, query_timestamps, num_targets
     )
@@ -53,19 +87,40 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad_out):
-    (q, k, v, offsets, pos_bias, ts_bias, timestamps, query_timestamps,
-     num_targets) = ctx.saved_tensors  # fmt: skip
+    (q, k, v, offsets, pos_bias, ts_bias, timestamps, query_timestamps, num_targets) = (
+        ctx.saved_tensors
+    )
     dq, dk, dv, dpos, dts = _OP.hstu_attention_backward(
-        grad_out, q, k, v, offsets, ctx.max_seq_len, ctx.alpha, pos_bias, ts_bias,
-        timestamps, query_timestamps, num_targets, ctx.contextual_len,
+        grad_out,
+        q,
+        k,
+        v,
+        offsets,
+        ctx.max_seq_len,
+        ctx.alpha,
+        pos_bias,
+        ts_bias,
+        timestamps,
+        query_timestamps,
+        num_targets,
+        ctx.contextual_len,
         ctx.ts_bucket_divisor,
-    )  # fmt: skip
+    )
     return (
-        dq, dk, dv, None, None, None,
+        dq,
+        dk,
+        dv,
+        None,
+        None,
+        None,
         dpos if pos_bias is not None else None,
         dts if ts_bias is not None else None,
-        None, None, None, None, None,
-    )  # fmt: skip
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 torch.library.register_autograd(
@@ -81,11 +136,11 @@ def hstu_attention(
     max_seq_len: int,
     *,
     alpha: float = 1.0,
-    pos_bias: Optional[torch.Tensor] = None,
-    ts_bias: Optional[torch.Tensor] = None,
-    timestamps: Optional[torch.Tensor] = None,
-    query_timestamps: Optional[torch.Tensor] = None,
-    num_targets: Optional[torch.Tensor] = None,
+    pos_bias: torch.Tensor | None = None,
+    ts_bias: torch.Tensor | None = None,
+    timestamps: torch.Tensor | None = None,
+    query_timestamps: torch.Tensor | None = None,
+    num_targets: torch.Tensor | None = None,
     contextual_len: int = 0,
     ts_bucket_divisor: float = DEFAULT_TS_BUCKET_DIVISOR,
 ) -> torch.Tensor:
@@ -133,6 +188,17 @@ def hstu_attention(
         torch.Size([5, 2, 4])
     """
     return _OP.hstu_attention(
-        q, k, v, offsets, max_seq_len, alpha, pos_bias, ts_bias, timestamps,
-        query_timestamps, num_targets, contextual_len, ts_bucket_divisor,
-    )  # fmt: skip
+        q,
+        k,
+        v,
+        offsets,
+        max_seq_len,
+        alpha,
+        pos_bias,
+        ts_bias,
+        timestamps,
+        query_timestamps,
+        num_targets,
+        contextual_len,
+        ts_bucket_divisor,
+    )

@@ -55,7 +55,10 @@ def positions_in_sequence(offsets: torch.Tensor, total: int) -> torch.Tensor:
 
 
 def jagged_to_padded(
-    values: torch.Tensor, offsets: torch.Tensor, max_len: int, padding_value: float = 0.0
+    values: torch.Tensor,
+    offsets: torch.Tensor,
+    max_len: int,
+    padding_value: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pads jagged rows to a dense batch.
 

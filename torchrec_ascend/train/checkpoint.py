@@ -3,7 +3,7 @@
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -21,7 +21,7 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_if_exists(path: Path) -> Optional[dict]:
+def load_if_exists(path: Path) -> dict | None:
     path = Path(path)
     if not path.exists():
         return None

@@ -16,17 +16,25 @@ logger = logging.getLogger("torchrec_ascend.train")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m torchrec_ascend.train",
-        description="Train an HSTU or SASRec generative retrieval model on a bundled dataset.",
+        description="Train an HSTU or SASRec retrieval model on a bundled dataset.",
     )
     p.add_argument("--dataset", default="beauty", choices=available_datasets())
     p.add_argument("--model", default="hstu", choices=["hstu", "sasrec"])
-    p.add_argument("--config", default=None, choices=sorted(PRESETS),
-                   help="named preset (default: the dataset's own preset, else 'beauty')")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument(
+        "--config",
+        default=None,
+        choices=sorted(PRESETS),
+        help="named preset (default: the dataset's own preset, else 'beauty')",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=None, help="override the preset's epochs"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", type=Path, default=None)
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
-    p.add_argument("--data-root", type=Path, default=None, help="folder with the datasets")
+    p.add_argument(
+        "--data-root", type=Path, default=None, help="folder with the datasets"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -34,27 +42,42 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     preset = args.config or (args.dataset if args.dataset in PRESETS else "beauty")
     config = get_preset(preset)
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, model=args.model))
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, model=args.model)
+    )
     if args.epochs is not None:
         config = dataclasses.replace(
             config, train=dataclasses.replace(config.train, epochs=args.epochs)
         )
-    output_dir = args.output_dir or Path("runs") / f"{args.dataset}-{args.model}-{preset}"
+    output_dir = (
+        args.output_dir or Path("runs") / f"{args.dataset}-{args.model}-{preset}"
+    )
 
     dataset = load_dataset(args.dataset, root=args.data_root)
     split = leave_one_out(dataset)
     logger.info(
         "%s: %d users, %d items, %d interactions; preset %s",
-        args.dataset, dataset.num_users, dataset.num_items, dataset.num_interactions, preset,
-    )  # fmt: skip
+        args.dataset,
+        dataset.num_users,
+        dataset.num_items,
+        dataset.num_interactions,
+        preset,
+    )
     spec = RunSpec(
-        dataset=args.dataset, split=split, config=config, seed=args.seed,
-        output_dir=output_dir, resume=args.resume, progress=not args.no_progress,
-    )  # fmt: skip
+        dataset=args.dataset,
+        split=split,
+        config=config,
+        seed=args.seed,
+        output_dir=output_dir,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
     try:
         metrics = train(spec)
     except KeyboardInterrupt:

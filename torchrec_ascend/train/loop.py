@@ -6,14 +6,17 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from torchrec_ascend.data import LeaveOneOutSplit, make_train_loader
-from torchrec_ascend.models import ExperimentConfig, SequentialRetrieval, train_step_flops
+from torchrec_ascend.models import (
+    ExperimentConfig,
+    SequentialRetrieval,
+    train_step_flops,
+)
 from torchrec_ascend.train.checkpoint import BEST, LAST, load_if_exists, save_atomic
 from torchrec_ascend.train.evaluate import evaluate
 from torchrec_ascend.train.negatives import UniformNegativeSampler
@@ -68,7 +71,13 @@ class Trainer:
         self.start_epoch = 0
         self.best = {"epoch": -1, "ndcg@10": -1.0, "valid": None}
         self.stale = 0
-        self.timing = {"steps": 0, "seconds": 0.0, "samples": 0, "tokens": 0, "flops": 0.0}
+        self.timing = {
+            "steps": 0,
+            "seconds": 0.0,
+            "samples": 0,
+            "tokens": 0,
+            "flops": 0.0,
+        }
         spec.output_dir.mkdir(parents=True, exist_ok=True)
         if spec.resume:
             self._restore()
@@ -96,8 +105,8 @@ class Trainer:
             return
         if state["config"] != self.spec.config.to_dict():
             raise ValueError(
-                f"checkpoint in {self.spec.output_dir} was trained with another config; "
-                "use a fresh --output-dir or the same --config"
+                f"checkpoint in {self.spec.output_dir} was trained with another "
+                "config; use a fresh --output-dir or the same --config"
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -112,7 +121,11 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> float:
         cfg = self.spec.config
         loader = make_train_loader(
-            self.spec.split, cfg.model.max_seq_len, cfg.train.batch_size, self.spec.seed, epoch
+            self.spec.split,
+            cfg.model.max_seq_len,
+            cfg.train.batch_size,
+            self.spec.seed,
+            epoch,
         )
         sampler = UniformNegativeSampler(
             self.spec.split.num_items,
@@ -133,9 +146,12 @@ class Trainer:
             start = time.perf_counter()
             negatives = sampler.sample(batch.num_tokens)
             loss = self.model(
-                batch.features, batch.targets, negatives, batch.timestamps,
+                batch.features,
+                batch.targets,
+                negatives,
+                batch.timestamps,
                 batch.query_timestamps,
-            )  # fmt: skip
+            )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -151,7 +167,9 @@ class Trainer:
             t["seconds"] += elapsed
             t["samples"] += batch.batch_size
             t["tokens"] += batch.num_tokens
-            t["flops"] += train_step_flops(batch.lengths, cfg.model, cfg.loss.num_negatives)
+            t["flops"] += train_step_flops(
+                batch.lengths, cfg.model, cfg.loss.num_negatives
+            )
             bar.set_postfix(
                 loss=f"{total_loss / steps:.4f}",
                 samples_s=f"{t['samples'] / max(t['seconds'], 1e-9):.0f}",
@@ -175,22 +193,30 @@ class Trainer:
                     self._track_best(epoch + 1, row["valid"])
                     logger.info(
                         "epoch %d loss %.4f valid ndcg@10 %.4f hr@10 %.4f",
-                        epoch + 1, loss, row["valid"]["ndcg@10"], row["valid"]["hr@10"],
-                    )  # fmt: skip
+                        epoch + 1,
+                        loss,
+                        row["valid"]["ndcg@10"],
+                        row["valid"]["hr@10"],
+                    )
                 else:
                     logger.info("epoch %d loss %.4f", epoch + 1, loss)
                 self.history.append(row)
                 save_atomic(self._state(epoch + 1), spec.output_dir / LAST)
-                plot_history(self.history, spec.output_dir / "training.png", spec.dataset)
+                plot_history(
+                    self.history, spec.output_dir / "training.png", spec.dataset
+                )
                 if cfg.train.patience and self.stale >= cfg.train.patience:
-                    logger.info("no validation gain for %d evaluations; stopping", self.stale)
+                    logger.info(
+                        "no validation gain for %d evaluations; stopping", self.stale
+                    )
                     break
         except KeyboardInterrupt:
             save_atomic(self._state(epoch), spec.output_dir / LAST)
             logger.warning(
-                "interrupted in epoch %d; checkpoint saved to %s (resume with --resume)",
-                epoch + 1, spec.output_dir / LAST,
-            )  # fmt: skip
+                "interrupted in epoch %d; checkpoint saved to %s (continue: --resume)",
+                epoch + 1,
+                spec.output_dir / LAST,
+            )
             raise
         return self._finish(peak)
 
@@ -241,16 +267,20 @@ def train(spec: RunSpec) -> dict:
     return Trainer(spec).fit()
 
 
-def describe(metrics: dict, output_dir: Optional[Path] = None) -> str:
+def describe(metrics: dict, output_dir: Path | None = None) -> str:
     """A short human-readable summary of a metrics dict."""
     test, train = metrics["test"], metrics["train"]
+    name = f"{metrics['dataset']} / {metrics['model']}"
     lines = [
-        f"{metrics['dataset']} / {metrics['model']}: best epoch {metrics['best_epoch']}",
+        f"{name}: best epoch {metrics['best_epoch']}",
         "test  " + "  ".join(f"{k}={test[k]:.4f}" for k in test if k != "users"),
-        f"train {train['samples_per_s']:.0f} samples/s, {train['tokens_per_s']:.0f} tokens/s,"
+        f"train {train['samples_per_s']:.0f} samples/s,"
+        f" {train['tokens_per_s']:.0f} tokens/s,"
         f" step {train['step_time_ms']:.1f} ms, MFU {100 * (train['mfu'] or 0):.2f}%"
         f" of {train['peak_gflops']:.0f} GFLOP/s",
     ]
     if output_dir is not None:
-        lines.append(f"wrote {output_dir / 'metrics.json'} and {output_dir / 'training.png'}")
+        lines.append(
+            f"wrote {output_dir / 'metrics.json'} and {output_dir / 'training.png'}"
+        )
     return "\n".join(lines)

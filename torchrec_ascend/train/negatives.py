@@ -13,10 +13,13 @@ class UniformNegativeSampler:
         seed: seeds the private generator, so runs repeat exactly.
     """
 
-    def __init__(self, num_items: int, num_negatives: int, shared: bool, seed: int) -> None:
+    def __init__(
+        self, num_items: int, num_negatives: int, shared: bool, seed: int
+    ) -> None:
         if num_items < 1 or num_negatives < 1:
             raise ValueError(
-                f"need num_items >= 1 and num_negatives >= 1, got {num_items}, {num_negatives}"
+                "need num_items >= 1 and num_negatives >= 1, "
+                f"got {num_items}, {num_negatives}"
             )
         self.num_items = num_items
         self.num_negatives = num_negatives
@@ -25,5 +28,7 @@ class UniformNegativeSampler:
 
     def sample(self, num_tokens: int) -> torch.Tensor:
         """(T, R) or, when shared, (R,) x int64 ids in [1, num_items]."""
-        shape = (self.num_negatives,) if self.shared else (num_tokens, self.num_negatives)
+        shape = (
+            (self.num_negatives,) if self.shared else (num_tokens, self.num_negatives)
+        )
         return torch.randint(1, self.num_items + 1, shape, generator=self.generator)
