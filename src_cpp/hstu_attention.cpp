@@ -303,7 +303,9 @@ void backward_kernel(
     std::vector<T> bias, z, da;
     std::vector<uint8_t> mask;
     double* my_grad = bias_grad.data() + omp_get_thread_num() * (n_pos + n_ts);
-#pragma omp for schedule(dynamic, 1)
+    // Static round-robin over the cost-sorted tasks: each thread always sums the same
+    // tasks in the same order, so bias gradients are bitwise repeatable run to run.
+#pragma omp for schedule(static, 1)
     for (int64_t t = 0; t < num_tasks; ++t) {
       const SequenceView& s = in.views[tasks[t].seq];
       const int64_t h = tasks[t].part;

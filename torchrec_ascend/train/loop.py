@@ -32,6 +32,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _without_epochs(config: dict) -> dict:
+    """Configs that differ only in the epoch budget may continue each other."""
+    return {**config, "train": {**config["train"], "epochs": None}}
+
+
 @dataclass
 class RunSpec:
     """What to train and where to write it."""
@@ -103,7 +108,9 @@ class Trainer:
         if state is None:
             logger.info("no checkpoint in %s; starting fresh", self.spec.output_dir)
             return
-        if state["config"] != self.spec.config.to_dict():
+        if _without_epochs(state["config"]) != _without_epochs(
+            self.spec.config.to_dict()
+        ):
             raise ValueError(
                 f"checkpoint in {self.spec.output_dir} was trained with another "
                 "config; use a fresh --output-dir or the same --config"
@@ -180,7 +187,8 @@ class Trainer:
         spec, cfg = self.spec, self.spec.config
         peak = measure_matmul_peak(torch.float32)
         logger.info("fp32 matmul peak on this machine: %.1f GFLOP/s", peak)
-        epoch = self.start_epoch
+        # Epochs whose results are in self.history; what an interrupt checkpoints.
+        completed = self.start_epoch
         try:
             for epoch in range(self.start_epoch, cfg.train.epochs):
                 loss = self._train_epoch(epoch)
@@ -201,7 +209,8 @@ class Trainer:
                 else:
                     logger.info("epoch %d loss %.4f", epoch + 1, loss)
                 self.history.append(row)
-                save_atomic(self._state(epoch + 1), spec.output_dir / LAST)
+                completed = epoch + 1
+                save_atomic(self._state(completed), spec.output_dir / LAST)
                 plot_history(
                     self.history, spec.output_dir / "training.png", spec.dataset
                 )
@@ -211,10 +220,10 @@ class Trainer:
                     )
                     break
         except KeyboardInterrupt:
-            save_atomic(self._state(epoch), spec.output_dir / LAST)
+            save_atomic(self._state(completed), spec.output_dir / LAST)
             logger.warning(
-                "interrupted in epoch %d; checkpoint saved to %s (continue: --resume)",
-                epoch + 1,
+                "interrupted after epoch %d; checkpoint saved to %s (continue: --resume)",
+                completed,
                 spec.output_dir / LAST,
             )
             raise
