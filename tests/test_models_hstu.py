@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-
 from reference import reference_hstu_attention
+
 from torchrec_ascend.models import HSTULayer, ModelConfig, SASRecEncoder
 from torchrec_ascend.models.hstu import HSTUEncoder
 

@@ -28,7 +28,7 @@ def test_ctrl_c_then_resume(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr.decode()[-2000:]
-    assert b"checkpoint saved" in stderr
+    assert b"checkpoint in" in stderr
 
     state = torch.load(out / LAST, weights_only=False)
     done = state["next_epoch"]

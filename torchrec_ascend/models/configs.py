@@ -114,6 +114,8 @@ class TrainConfig:
         eval_every: validate every this many epochs (and on the last one).
         eval_batch_size: users per evaluation step.
         patience: stop after this many validations without a better NDCG@10 (0: never).
+        lr_schedule: "constant", or "cosine" decay from ``learning_rate`` to 0 over
+            all ``epochs`` (a function of the global step, so resuming keeps it).
     """
 
     epochs: int = 40
@@ -123,8 +125,13 @@ class TrainConfig:
     eval_every: int = 1
     eval_batch_size: int = 512
     patience: int = 0
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
+        _check(
+            self.lr_schedule in ("constant", "cosine"),
+            f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}",
+        )
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
             value = getattr(self, name)
             _check(value > 0, f"{name} must be positive, got {value}")

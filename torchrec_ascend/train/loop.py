@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -149,8 +150,10 @@ class Trainer:
             mininterval=1.0,
             dynamic_ncols=True,
         )
+        steps_per_epoch = len(loader)
         for batch in bar:
             start = time.perf_counter()
+            self._set_learning_rate(epoch * steps_per_epoch + steps, steps_per_epoch)
             negatives = sampler.sample(batch.num_tokens)
             loss = self.model(
                 batch.features,
@@ -182,6 +185,15 @@ class Trainer:
                 samples_s=f"{t['samples'] / max(t['seconds'], 1e-9):.0f}",
             )
         return total_loss / max(steps, 1)
+
+    def _set_learning_rate(self, step: int, steps_per_epoch: int) -> None:
+        tcfg = self.spec.config.train
+        if tcfg.lr_schedule == "constant":
+            return
+        progress = min(step / max(tcfg.epochs * steps_per_epoch, 1), 1.0)
+        lr = tcfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def fit(self) -> dict:
         spec, cfg = self.spec, self.spec.config
@@ -222,7 +234,7 @@ class Trainer:
         except KeyboardInterrupt:
             save_atomic(self._state(completed), spec.output_dir / LAST)
             logger.warning(
-                "interrupted after epoch %d; checkpoint saved to %s (continue: --resume)",
+                "interrupted after epoch %d; checkpoint in %s (continue with --resume)",
                 completed,
                 spec.output_dir / LAST,
             )
