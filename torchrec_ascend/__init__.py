@@ -11,11 +11,13 @@ import torch
 
 from torchrec_ascend import (
     _C,  # noqa: F401  (registers torch.ops.torchrec_ascend.*)
+    device,
     ops,  # noqa: F401  (fake kernels and autograd for the ops)
 )
+from torchrec_ascend import npu  # noqa: I001  (after ops: registers NPU kernels for them)
 
 logger = logging.getLogger(__name__)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "ops", "torch"]
+__all__ = ["__version__", "device", "npu", "ops", "torch"]
