@@ -47,7 +47,17 @@ class _Padded:
         i = torch.arange(n, device=device)
         history_end = lengths.clone()
         if num_targets is not None:
-            history_end = lengths - num_targets.long()
+            targets = num_targets.long()
+            bound = (lengths - contextual_len).clamp(min=0)
+            bad = (targets < 0) | (targets > bound)
+            if bool(bad.any()):
+                b = int(torch.nonzero(bad)[0])
+                raise ValueError(
+                    f"hstu_attention: num_targets[{b}]={int(targets[b])} must be in "
+                    f"[0, {int(bound[b])}] for a sequence of length {int(lengths[b])} "
+                    f"with {contextual_len} contextual tokens"
+                )
+            history_end = lengths - targets
         he = history_end.view(-1, 1, 1)
         qi, kj = i.view(1, n, 1), i.view(1, 1, n)
         inside = (qi < lengths.view(-1, 1, 1)) & (kj < lengths.view(-1, 1, 1))

@@ -1,0 +1,23 @@
+"""Shared pytest fixtures for tests that run on the emulated NPU."""
+
+import pytest
+import torch
+
+import npu_emulator
+
+
+@pytest.fixture(scope="session")
+def npu():
+    """The emulated "npu" device (the emulator is compiled on first use)."""
+    npu_emulator.load()
+    return torch.device("npu", 0)
+
+
+@pytest.fixture
+def strict_npu(npu):
+    """Inside the test, fbgemm/torchrec_ascend ops without an NPU kernel raise."""
+    npu_emulator.clear_fallback_ops()
+    with npu_emulator.strict():
+        yield npu
+    leaked = [op for op in npu_emulator.fallback_ops() if not op.startswith("aten::")]
+    assert not leaked, f"non-ATen ops ran through the host fallback: {leaked}"
