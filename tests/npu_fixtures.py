@@ -5,6 +5,11 @@ import torch
 
 import npu_emulator
 
+# The autograd engine sizes its per-device queues from the device count at the first
+# backward of the process; loading at collection time (before any test runs a
+# backward) gives the emulated device its queue.
+npu_emulator.load()
+
 
 @pytest.fixture(scope="session")
 def npu():

@@ -18,7 +18,13 @@ from collections.abc import Callable
 
 import torch
 
-from torchrec_ascend.npu import bucketize, hstu_kernels, jagged_kernels, sparse_kernels
+from torchrec_ascend.npu import (
+    bucketize,
+    host_metadata,
+    hstu_kernels,
+    jagged_kernels,
+    sparse_kernels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ FBGEMM_KERNELS: dict[str, Callable] = {
     "jagged_to_padded_dense_backward": jagged_kernels.jagged_to_padded_dense_backward,
     "dense_to_jagged_forward": jagged_kernels.dense_to_jagged_forward,
     "block_bucketize_sparse_features": bucketize.block_bucketize_sparse_features,
+    "get_infos_metadata": host_metadata.get_infos_metadata,
 }
 
 OWN_KERNELS: dict[str, Callable] = {
