@@ -6,6 +6,7 @@ functions also run (and are tested) on CPU.
 """
 
 from torchrec_ascend.npu.embedding_lookup import RowwiseAdagrad, jagged_embedding_lookup
+from torchrec_ascend.npu.plan import place_plan_on_device
 from torchrec_ascend.npu.registry import (
     register_npu_kernels,
     registered_ops,
@@ -21,6 +22,7 @@ __all__ = [
     "install_tbe_bridge",
     "jagged_embedding_lookup",
     "npu_fused_forward",
+    "place_plan_on_device",
     "register_npu_kernels",
     "registered_ops",
     "skipped_ops",
