@@ -1,9 +1,8 @@
 """Shared pytest fixtures for tests that run on the emulated NPU."""
 
+import npu_emulator
 import pytest
 import torch
-
-import npu_emulator
 
 # The autograd engine sizes its per-device queues from the device count at the first
 # backward of the process; loading at collection time (before any test runs a

@@ -1,15 +1,17 @@
 """Our NPU kernels on the emulated "npu" device: registered, dispatched, same as CPU."""
 
 import fbgemm_gpu  # noqa: F401
+import npu_fixtures
 import pytest
 import torch
-from npu_fixtures import npu, strict_npu  # noqa: F401
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 import torchrec_ascend  # noqa: F401
 from torchrec_ascend.npu import registered_ops
 from torchrec_ascend.npu.registry import FBGEMM_KERNELS, OWN_KERNELS
 from torchrec_ascend.ops import hstu_attention
+
+strict_npu = npu_fixtures.strict_npu
 
 FB = torch.ops.fbgemm
 REQUIRED = [
@@ -30,7 +32,8 @@ REQUIRED = [
 
 @pytest.mark.parametrize(
     "qualified",
-    [f"fbgemm::{n}" for n in FBGEMM_KERNELS] + [f"torchrec_ascend::{n}" for n in OWN_KERNELS],
+    [f"fbgemm::{n}" for n in FBGEMM_KERNELS]
+    + [f"torchrec_ascend::{n}" for n in OWN_KERNELS],
 )
 def test_dispatch_table_shows_our_kernel(qualified):
     table = torch._C._dispatch_dump_table(qualified)
@@ -88,7 +91,9 @@ def test_sparse_ops_match_cpu(strict_npu, dtype):
     lengths, values, weights = _jagged_case(0, dtype)
     flat = lengths.reshape(-1)
     permute = torch.tensor([2, 0, 1], dtype=torch.int32)
-    perm1d = torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(1)).int()
+    perm1d = torch.randperm(
+        flat.numel(), generator=torch.Generator().manual_seed(1)
+    ).int()
     offsets = FB.asynchronous_complete_cumsum(flat)
     calls = [
         (FB.asynchronous_complete_cumsum, (flat,)),
@@ -98,16 +103,32 @@ def test_sparse_ops_match_cpu(strict_npu, dtype):
         (FB.permute_1D_sparse_data, (perm1d, flat, values, weights)),
         (FB.invert_permute, (perm1d,)),
         (FB.offsets_range, (offsets[:-1], int(offsets[-1]))),
-        (FB.segment_sum_csr, (2, torch.tensor([0, 2, 3, 6], dtype=torch.int32),
-                              torch.randn(12))),
+        (
+            FB.segment_sum_csr,
+            (2, torch.tensor([0, 2, 3, 6], dtype=torch.int32), torch.randn(12)),
+        ),
         # fbgemm reads offsets as contiguous memory, so no strided views here.
-        (FB.expand_into_jagged_permute, (permute, offsets[::4].int().contiguous(),
-                                         FB.asynchronous_complete_cumsum(
-                                             lengths.sum(1)[permute.long()]).int(),
-                                         int(offsets[-1]))),
-        (FB.block_bucketize_sparse_features, (flat, values.to(dtype), True, True,
-                                              torch.tensor([9, 4, 20], dtype=dtype), 3,
-                                              weights)),
+        (
+            FB.expand_into_jagged_permute,
+            (
+                permute,
+                offsets[::4].int().contiguous(),
+                FB.asynchronous_complete_cumsum(lengths.sum(1)[permute.long()]).int(),
+                int(offsets[-1]),
+            ),
+        ),
+        (
+            FB.block_bucketize_sparse_features,
+            (
+                flat,
+                values.to(dtype),
+                True,
+                True,
+                torch.tensor([9, 4, 20], dtype=dtype),
+                3,
+                weights,
+            ),
+        ),
     ]
     for op, args in calls:
         on_cpu = op(*args)
@@ -171,10 +192,12 @@ def test_kjt_methods_match_cpu(strict_npu):
     on_npu = kjt.to(strict_npu)
     for order in ([2, 0, 1], [1, 1, 0]):
         p_cpu, p_npu = kjt.permute(order), on_npu.permute(order)
-        for a, b in ((p_npu.values(), p_cpu.values()),
-                     (p_npu.lengths(), p_cpu.lengths()),
-                     (p_npu.weights(), p_cpu.weights()),
-                     (p_npu.offsets(), p_cpu.offsets())):
+        for a, b in (
+            (p_npu.values(), p_cpu.values()),
+            (p_npu.lengths(), p_cpu.lengths()),
+            (p_npu.weights(), p_cpu.weights()),
+            (p_npu.offsets(), p_cpu.offsets()),
+        ):
             _assert_same(a, b)
     _assert_same(on_npu.offsets(), kjt.offsets())
     for key in ("a", "b", "c"):
@@ -197,7 +220,9 @@ def test_hstu_attention_forward_backward_match_cpu(strict_npu, dtype, features):
     lengths = torch.tensor([0, 1, 6, 3, 8])
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
     total, heads, dim, max_seq_len = int(lengths.sum()), 2, 4, 8
-    q, k, v = (torch.randn(total, heads, dim, generator=gen, dtype=dtype) for _ in "qkv")
+    q, k, v = (
+        torch.randn(total, heads, dim, generator=gen, dtype=dtype) for _ in "qkv"
+    )
     kwargs = {}
     if features != "plain":
         timestamps = torch.randint(0, 10_000, (total,), generator=gen)
@@ -206,7 +231,8 @@ def test_hstu_attention_forward_backward_match_cpu(strict_npu, dtype, features):
             pos_bias=torch.randn(2 * max_seq_len - 1, generator=gen, dtype=dtype),
             ts_bias=torch.randn(9, generator=gen, dtype=dtype),
             timestamps=timestamps,
-            query_timestamps=timestamps + torch.randint(0, 500, (total,), generator=gen),
+            query_timestamps=timestamps
+            + torch.randint(0, 500, (total,), generator=gen),
             num_targets=torch.tensor([0, 0, 2, 0, 3]),
             contextual_len=1,
         )
@@ -215,8 +241,13 @@ def test_hstu_attention_forward_backward_match_cpu(strict_npu, dtype, features):
     for device in ("cpu", strict_npu):
         leaves = [_leaf(t, device) for t in (q, k, v)]
         extra = {
-            name: (_leaf(value, device) if name.endswith("bias")
-                   else value.to(device) if torch.is_tensor(value) else value)
+            name: (
+                _leaf(value, device)
+                if name.endswith("bias")
+                else value.to(device)
+                if torch.is_tensor(value)
+                else value
+            )
             for name, value in kwargs.items()
         }
         out = hstu_attention(*leaves, offsets.to(device), max_seq_len, **extra)

@@ -34,7 +34,7 @@ def test_cumsums(dtype, seed):
     for name in ("complete", "inclusive", "exclusive"):
         op = f"asynchronous_{name}_cumsum"
         assert_same(getattr(sparse_kernels, op)(lengths), getattr(FB, op)(lengths))
-    rows = lengths[: 6].reshape(2, 3)
+    rows = lengths[:6].reshape(2, 3)
     assert_same(
         sparse_kernels.asynchronous_complete_cumsum(rows),
         FB.asynchronous_complete_cumsum(rows),
@@ -142,12 +142,18 @@ def test_jagged_dense_round_trip(dtype, seed):
     offsets = FB.asynchronous_complete_cumsum(lengths).to(dtype)
     values = torch.randn(int(lengths.sum()), 3, generator=gen, dtype=torch.float32)
     max_len = 5
-    dense = jagged_kernels.jagged_to_padded_dense_forward(values, [offsets], [max_len], -1.5)
-    assert_same(dense, FB.jagged_to_padded_dense_forward(values, [offsets], [max_len], -1.5))
+    dense = jagged_kernels.jagged_to_padded_dense_forward(
+        values, [offsets], [max_len], -1.5
+    )
+    assert_same(
+        dense, FB.jagged_to_padded_dense_forward(values, [offsets], [max_len], -1.5)
+    )
 
     grad = torch.randn_like(dense)
     assert_same(
-        jagged_kernels.jagged_to_padded_dense_backward(grad, [offsets], values.shape[0]),
+        jagged_kernels.jagged_to_padded_dense_backward(
+            grad, [offsets], values.shape[0]
+        ),
         FB.jagged_to_padded_dense_backward(grad, [offsets], values.shape[0]),
     )
     assert_same(
@@ -177,8 +183,14 @@ def test_block_bucketize(dtype, seed, keep_orig_idx):
     # Some ids lie beyond my_size blocks, exercising the modulo fallback.
     indices = torch.randint(0, 30, (int(lengths.sum()),), generator=gen, dtype=dtype)
     weights = torch.rand(indices.numel(), generator=gen)
-    kwargs = dict(bucketize_pos=True, sequence=True, block_sizes=block_sizes,
-                  my_size=my_size, weights=weights, keep_orig_idx=keep_orig_idx)
+    kwargs = dict(
+        bucketize_pos=True,
+        sequence=True,
+        block_sizes=block_sizes,
+        my_size=my_size,
+        weights=weights,
+        keep_orig_idx=keep_orig_idx,
+    )
     ours = bucketize.block_bucketize_sparse_features(lengths, indices, **kwargs)
     theirs = FB.block_bucketize_sparse_features(lengths, indices, **kwargs)
     for a, b in zip(ours, theirs):
@@ -188,6 +200,11 @@ def test_block_bucketize(dtype, seed, keep_orig_idx):
 def test_bucketize_rejects_variable_batch():
     with pytest.raises(NotImplementedError, match="batch_size_per_feature"):
         bucketize.block_bucketize_sparse_features(
-            torch.tensor([1]), torch.tensor([0]), False, False, torch.tensor([2]), 2,
+            torch.tensor([1]),
+            torch.tensor([0]),
+            False,
+            False,
+            torch.tensor([2]),
+            2,
             batch_size_per_feature=torch.tensor([1]),
         )

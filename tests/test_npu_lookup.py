@@ -1,5 +1,6 @@
-"""Jagged embedding lookup vs TorchRec's CPU EmbeddingCollection and fbgemm's fused TBE."""
+"""Jagged embedding lookup vs TorchRec's EmbeddingCollection and fbgemm's fused TBE."""
 
+import npu_fixtures
 import pytest
 import torch
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
@@ -11,12 +12,18 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
     ComputeDevice,
     SplitTableBatchedEmbeddingBagsCodegen,
 )
-from npu_fixtures import npu, strict_npu  # noqa: F401
 from torchrec.modules.embedding_configs import EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from torchrec_ascend.npu import RowwiseAdagrad, jagged_embedding_lookup, npu_fused_forward
+from torchrec_ascend.npu import (
+    RowwiseAdagrad,
+    jagged_embedding_lookup,
+    npu_fused_forward,
+)
+
+npu = npu_fixtures.npu
+strict_npu = npu_fixtures.strict_npu
 
 DIM = 8
 TABLES = {"t0": 13, "t1": 7}
@@ -30,7 +37,7 @@ def random_kjt(seed: int, batch: int = 5) -> KeyedJaggedTensor:
     lengths = torch.randint(0, 5, (len(FEATURES) * batch,), generator=gen)
     lengths[::4] = 0  # empty bags
     values = []
-    for f, (feature, table) in enumerate(FEATURES.items()):
+    for f, table in enumerate(FEATURES.values()):
         count = int(lengths[f * batch : (f + 1) * batch].sum())
         # A small id range forces repeated ids within and across bags.
         values.append(torch.randint(0, min(TABLES[table], 5), (count,), generator=gen))
@@ -64,14 +71,17 @@ def test_matches_embedding_collection_forward_and_gradients(seed):
     collection = torchrec_collection(seed)
     expected = collection(kjt)
     upstream = {
-        f: torch.randn(expected[f].values().shape, generator=torch.Generator().manual_seed(f.__hash__() % 1000 + seed))
+        f: torch.randn(
+            expected[f].values().shape,
+            generator=torch.Generator().manual_seed(f.__hash__() % 1000 + seed),
+        )
         for f in FEATURES
     }
-    sum(
-        (expected[f].values() * upstream[f]).sum() for f in FEATURES
-    ).backward()
+    sum((expected[f].values() * upstream[f]).sum() for f in FEATURES).backward()
 
-    weights = [w.detach().clone().double().requires_grad_() for w in table_weights(collection)]
+    weights = [
+        w.detach().clone().double().requires_grad_() for w in table_weights(collection)
+    ]
     rows = jagged_embedding_lookup(
         kjt.values(), kjt.length_per_key(), FEATURE_TO_TABLE, weights
     )
@@ -158,7 +168,9 @@ def test_plain_lookup_gradients_on_npu(strict_npu):
         rows = jagged_embedding_lookup(
             k.values(), k.length_per_key(), FEATURE_TO_TABLE, weights
         )
-        (rows * torch.arange(rows.numel(), device=device).view_as(rows)).sum().backward()
+        (
+            rows * torch.arange(rows.numel(), device=device).view_as(rows)
+        ).sum().backward()
         grads.append([rows.detach().cpu()] + [w.grad.cpu() for w in weights])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
@@ -174,9 +186,13 @@ def test_rowwise_adagrad_formula_by_hand():
     g0 = torch.tensor([2.0, 2.0])
     m0 = 0.5 + (g0 * g0).mean()
     torch.testing.assert_close(momentum, torch.tensor([float(m0), 0.0, 4.0]))
-    torch.testing.assert_close(weight[0], torch.tensor([1.0, 2.0]) - 0.1 * g0 / (m0.sqrt() + 0.01))
+    torch.testing.assert_close(
+        weight[0], torch.tensor([1.0, 2.0]) - 0.1 * g0 / (m0.sqrt() + 0.01)
+    )
     torch.testing.assert_close(weight[1], torch.tensor([3.0, 4.0]))
-    torch.testing.assert_close(weight[2], torch.tensor([5.0, 6.0]) - 0.1 * 2 / (2.0 + 0.01))
+    torch.testing.assert_close(
+        weight[2], torch.tensor([5.0, 6.0]) - 0.1 * 2 / (2.0 + 0.01)
+    )
 
 
 @pytest.mark.parametrize(

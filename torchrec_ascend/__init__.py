@@ -12,9 +12,9 @@ import torch
 from torchrec_ascend import (
     _C,  # noqa: F401  (registers torch.ops.torchrec_ascend.*)
     device,
+    npu,  # noqa: I001  (after ops: registers NPU kernels for them)
     ops,  # noqa: F401  (fake kernels and autograd for the ops)
 )
-from torchrec_ascend import npu  # noqa: I001  (after ops: registers NPU kernels for them)
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ _extension = None
 
 
 def _stub_device_module(ext) -> types.ModuleType:
-    """The subset of ``torch_npu``'s ``torch.npu`` module that tests and TorchRec use."""
+    """The part of torch_npu's ``torch.npu`` module that tests and TorchRec use."""
     mod = types.ModuleType("torch.npu")
     state = {"device": 0}
 

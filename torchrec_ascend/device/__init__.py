@@ -12,13 +12,19 @@ from torchrec_ascend.device.runtime import (
     npu_available,
     npu_runtime_loaded,
 )
-from torchrec_ascend.device.spec import DeviceSpec, collective_backend, resolve_device
+from torchrec_ascend.device.spec import (
+    DeviceSpec,
+    collective_backend,
+    device_type,
+    resolve_device,
+)
 
 __all__ = [
     "COLLECTIVE_BACKENDS",
     "NPU",
     "DeviceSpec",
     "collective_backend",
+    "device_type",
     "ensure_npu_runtime",
     "npu_available",
     "npu_runtime_loaded",

@@ -1,4 +1,4 @@
-"""Which accelerator runtime backs a device type, loaded only when that type is asked for.
+"""Which runtime backs a device type, loaded only when that type is asked for.
 
 ``torch_npu`` is never imported by ``import torchrec_ascend``: it is imported the first
 time an "npu" device is resolved, and only if no ``torch.npu`` module is registered yet

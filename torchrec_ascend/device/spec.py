@@ -14,6 +14,11 @@ from torchrec_ascend.device.runtime import (
 )
 
 
+def device_type(device: str | torch.device) -> str:
+    """ "npu" for "npu:1", also before any NPU runtime taught torch that name."""
+    return device.split(":")[0] if isinstance(device, str) else device.type
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """Turns a user's device choice into a ``torch.device`` with an index.
 
@@ -35,13 +40,16 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             device = "cuda"
         else:
             device = "cpu"
-    device = torch.device(device)
-    if device.type == NPU or device.type == "privateuseone":
+    kind = device_type(device)
+    if kind in (NPU, "privateuseone"):
+        # torch only parses "npu" once a runtime has renamed PrivateUse1 to it.
         module = ensure_npu_runtime()
         if not module.is_available():
             raise RuntimeError("device 'npu' was asked for but torch.npu has no device")
+        device = torch.device(device) if isinstance(device, str) else device
         index = module.current_device() if device.index is None else device.index
         return torch.device(NPU, index)
+    device = torch.device(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' was asked for but CUDA is not available")
@@ -51,12 +59,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def collective_backend(device: str | torch.device) -> str:
-    """The torch.distributed backend for a device: npu -> hccl, cuda -> nccl, cpu -> gloo.
+    """torch.distributed backend of a device: npu -> hccl, cuda -> nccl, cpu -> gloo.
 
     Raises:
         ValueError: no collective backend is known for the device type.
     """
-    kind = torch.device(device).type
+    kind = device_type(device)
     if kind not in COLLECTIVE_BACKENDS:
         raise ValueError(
             f"no collective backend for device type {kind!r}; "

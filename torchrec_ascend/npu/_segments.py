@@ -9,7 +9,9 @@ import torch
 
 def complete_cumsum(lengths: torch.Tensor) -> torch.Tensor:
     """(N,) -> (N+1,) with a leading zero, same dtype; (R, N) -> (R, N+1) per row."""
-    zero = torch.zeros((*lengths.shape[:-1], 1), dtype=lengths.dtype, device=lengths.device)
+    zero = torch.zeros(
+        (*lengths.shape[:-1], 1), dtype=lengths.dtype, device=lengths.device
+    )
     return torch.cat([zero, torch.cumsum(lengths, dim=-1).to(lengths.dtype)], dim=-1)
 
 

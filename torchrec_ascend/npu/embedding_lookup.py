@@ -69,7 +69,8 @@ def _check_ids(ids: torch.Tensor, rows: int, table: int) -> None:
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= rows:
         raise ValueError(
-            f"indices for table {table} must be in [0, {rows}), got range [{low}, {high}]"
+            f"indices for table {table} must be in [0, {rows}), "
+            f"got range [{low}, {high}]"
         )
 
 

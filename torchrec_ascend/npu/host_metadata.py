@@ -11,6 +11,4 @@ import torch
 
 def get_infos_metadata(unused: torch.Tensor, B: int, T: int) -> tuple[int, int]:
     """(bits for the batch index, mask of those bits) for B samples and T tables."""
-    return torch.ops.fbgemm.get_infos_metadata(
-        torch.empty(0, dtype=unused.dtype), B, T
-    )
+    return torch.ops.fbgemm.get_infos_metadata(torch.empty(0, dtype=unused.dtype), B, T)

@@ -1,4 +1,4 @@
-"""Device-generic HSTU attention for the NPU key: padded ATen math, forward and backward.
+"""Device-generic HSTU attention for the NPU key: padded ATen math, fwd and bwd.
 
 The C++ kernels of ``torchrec_ascend::hstu_attention`` are CPU-only. This is the
 minimal correct path for an NPU: pad every sequence to ``max_seq_len``, build the

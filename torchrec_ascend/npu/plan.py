@@ -1,7 +1,7 @@
 """Moves a TorchRec sharding plan's shard placements onto NPU devices.
 
-TorchRec's planner only knows "cpu", "cuda" and "mtia" as compute devices, so a
-plan for an NPU job is made with a host topology and then re-placed: every shard
+TorchRec's planner only knows host, CUDA and MTIA compute devices, so a plan for
+an NPU job is made with a host topology and then re-placed: every shard
 keeps its rank and layout and is put on ``npu:<local rank>`` instead.
 """
 

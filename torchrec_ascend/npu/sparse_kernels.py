@@ -124,7 +124,9 @@ def offsets_range(offsets: torch.Tensor, range_size: int) -> torch.Tensor:
 def invert_permute(permute: torch.Tensor) -> torch.Tensor:
     """``out[permute[i]] = i``, same dtype."""
     out = torch.empty_like(permute)
-    positions = torch.arange(permute.numel(), device=permute.device, dtype=permute.dtype)
+    positions = torch.arange(
+        permute.numel(), device=permute.device, dtype=permute.dtype
+    )
     return out.index_copy_(0, permute.long(), positions)
 
 
