@@ -11,6 +11,7 @@ from torchrec_ascend.npu import registered_ops
 from torchrec_ascend.npu.registry import FBGEMM_KERNELS, OWN_KERNELS
 from torchrec_ascend.ops import hstu_attention
 
+npu = npu_fixtures.npu
 strict_npu = npu_fixtures.strict_npu
 
 FB = torch.ops.fbgemm
