@@ -32,7 +32,9 @@ FEATURES = {"f0": "t0", "f1": "t0", "f2": "t1"}
 FEATURE_TO_TABLE = [0, 0, 1]
 
 
-def random_kjt(seed: int, batch: int = 5) -> KeyedJaggedTensor:
+def random_kjt(
+    seed: int, batch: int = 5, dtype: torch.dtype = torch.int64
+) -> KeyedJaggedTensor:
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(0, 5, (len(FEATURES) * batch,), generator=gen)
     lengths[::4] = 0  # empty bags
@@ -42,7 +44,7 @@ def random_kjt(seed: int, batch: int = 5) -> KeyedJaggedTensor:
         # A small id range forces repeated ids within and across bags.
         values.append(torch.randint(0, min(TABLES[table], 5), (count,), generator=gen))
     return KeyedJaggedTensor.from_lengths_sync(
-        list(FEATURES), torch.cat(values), lengths
+        list(FEATURES), torch.cat(values).to(dtype), lengths
     )
 
 
@@ -65,9 +67,10 @@ def table_weights(collection: EmbeddingCollection) -> list[torch.Tensor]:
     return [collection.embeddings[t].weight for t in TABLES]
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("seed", range(3))
-def test_matches_embedding_collection_forward_and_gradients(seed):
-    kjt = random_kjt(seed)
+def test_matches_embedding_collection_forward_and_gradients(seed, dtype):
+    kjt = random_kjt(seed, dtype=dtype)
     collection = torchrec_collection(seed)
     expected = collection(kjt)
     upstream = {
@@ -174,6 +177,27 @@ def test_plain_lookup_gradients_on_npu(strict_npu):
         grads.append([rows.detach().cpu()] + [w.grad.cpu() for w in weights])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_tables_in_any_feature_order():
+    # Features of one table need not be adjacent (fbgemm's CPU TBE requires it).
+    kjt = random_kjt(6)
+    tables = [torch.randn(rows, DIM, dtype=torch.float64) for rows in TABLES.values()]
+    lengths = kjt.length_per_key()
+    values = kjt.values().split(lengths)
+    order = [2, 0, 1]
+    shuffled = jagged_embedding_lookup(
+        torch.cat([values[f] for f in order]),
+        [lengths[f] for f in order],
+        [FEATURE_TO_TABLE[f] for f in order],
+        tables,
+    ).split([lengths[f] for f in order])
+    plain = jagged_embedding_lookup(
+        kjt.values(), lengths, FEATURE_TO_TABLE, tables
+    ).split(lengths)
+    for position, f in enumerate(order):
+        torch.testing.assert_close(shuffled[position], plain[f])
+        torch.testing.assert_close(plain[f], tables[FEATURE_TO_TABLE[f]][values[f]])
 
 
 def test_rowwise_adagrad_formula_by_hand():
