@@ -51,13 +51,28 @@ def test_required_ops_covered():
     assert {f"fbgemm::{n}" for n in REQUIRED} <= set(registered_ops())
 
 
+def _table_line(qualified: str, key: str) -> str:
+    table = torch._C._dispatch_dump_table(qualified)
+    return next(x for x in table.splitlines() if x.startswith(f"{key}:"))
+
+
 @pytest.mark.parametrize(
     "qualified", ["fbgemm::jagged_to_padded_dense", "fbgemm::dense_to_jagged"]
 )
-def test_composite_front_ends_keep_their_autograd(qualified):
-    table = torch._C._dispatch_dump_table(qualified)
-    line = next(x for x in table.splitlines() if x.startswith("AutogradPrivateUse1:"))
-    assert "math kernel" in line or "CompositeImplicit" in line or "autograd" in line
+def test_composite_front_ends_decompose_on_npu(qualified):
+    # Both keys must resolve to fbgemm's decomposition, whose pieces carry autograd.
+    assert "[math kernel]" in _table_line(qualified, "PrivateUse1")
+    assert "[math kernel]" in _table_line(qualified, "AutogradPrivateUse1")
+
+
+@pytest.mark.parametrize("name", sorted(FBGEMM_KERNELS))
+def test_autograd_on_npu_mirrors_cpu(name):
+    # Every op differentiable on CPU has the same autograd kernel on the NPU key.
+    qualified = f"fbgemm::{name}"
+    on_cpu = _table_line(qualified, "AutogradCPU")
+    on_npu = _table_line(qualified, "AutogradPrivateUse1")
+    if "[autograd kernel]" in on_cpu:
+        assert on_npu.split(": ", 1)[1] == on_cpu.split(": ", 1)[1]
 
 
 def _to(device, *tensors):
@@ -259,3 +274,20 @@ def test_hstu_attention_forward_backward_match_cpu(strict_npu, dtype, features):
     for on_cpu, on_npu in zip(*results):
         assert on_npu.device.type == "npu"
         torch.testing.assert_close(on_npu.cpu(), on_cpu, rtol=tol, atol=tol)
+
+
+def test_permute_2d_weights_gradient(strict_npu):
+    lengths, values, weights = _jagged_case(4)
+    # fbgemm's backward inverts the permutation, so it must be a true one.
+    permute = torch.tensor([1, 2, 0], dtype=torch.int32)
+    grads = []
+    for device in ("cpu", strict_npu):
+        w = _leaf(weights, device)
+        args = _to(device, permute, lengths, values)
+        _, _, permuted = FB.permute_2D_sparse_data(*args, w)
+        scale = torch.arange(permuted.numel(), device=device, dtype=permuted.dtype)
+        (permuted * scale).sum().backward()
+        grads.append(w.grad)
+    _assert_same(grads[1], grads[0])
+    # Each weight's gradient is its position after the permutation; at most one is 0.
+    assert int((grads[0] == 0).sum()) <= 1
