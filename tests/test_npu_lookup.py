@@ -200,6 +200,25 @@ def test_tables_in_any_feature_order():
         torch.testing.assert_close(plain[f], tables[FEATURE_TO_TABLE[f]][values[f]])
 
 
+def test_fused_gradient_accumulation_over_two_forwards():
+    # Two forwards before their backwards: each backward applies its own update.
+    cpu = torch.device("cpu")
+    kjts = [random_kjt(7), random_kjt(8)]
+    want = run_steps(fused_tbe(7, cpu), kjts, cpu, fbgemm_forward)
+    tbe = fused_tbe(7, cpu)
+    outputs = [npu_fused_forward(tbe, kjt) for kjt in kjts]
+    for step, rows in enumerate(outputs):
+        gen = torch.Generator().manual_seed(100 + step)
+        (rows * torch.randn(rows.shape, generator=gen)).sum().backward()
+    weights = [w.detach() for w in tbe.split_embedding_weights()]
+    momentum = [s[0].detach() for s in tbe.split_optimizer_states()]
+    # The row gradients are the upstream tensors whatever the weights were, so
+    # both updates together must equal fbgemm's two sequential steps.
+    torch.testing.assert_close(outputs[0].detach(), want[0][0])
+    for got, expected in zip(weights + momentum, want[1] + want[2]):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_rowwise_adagrad_formula_by_hand():
     weight = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     momentum = torch.tensor([0.5, 0.0, 0.0])

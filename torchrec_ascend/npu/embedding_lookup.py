@@ -88,15 +88,20 @@ class _JaggedLookup(torch.autograd.Function):
         ctx.groups = groups
         ctx.optimizer = optimizer
         ctx.shapes = [w.shape for w in weights]
-        ctx.save_for_backward(indices, *weights)
+        # The fused update writes the tables in place; holding them outside
+        # save_for_backward lets several forwards share one table before their
+        # backwards run (gradient accumulation), as fbgemm's fused kernel allows.
+        ctx.tables = weights if optimizer is not None else None
+        ctx.save_for_backward(indices)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        indices, *weights = ctx.saved_tensors
+        (indices,) = ctx.saved_tensors
         optimizer = ctx.optimizer
-        grads: list[torch.Tensor | None] = [None] * len(weights)
+        weights = ctx.tables
+        grads: list[torch.Tensor | None] = [None] * len(ctx.shapes)
         for table, positions in enumerate(ctx.groups):
             if positions is None:
                 continue
