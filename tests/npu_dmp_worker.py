@@ -32,7 +32,27 @@ def _batch(num_items: int):
     )
 
 
-def run(device_type: str, port: int, out_path: str) -> None:
+class _OpRecorder:
+    """Records (operator, device) of every non-ATen operator called in a block."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        calls = self.calls = set()
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.name()
+                if not name.startswith("aten::"):
+                    flat = torch.utils._pytree.tree_leaves((args, kwargs or {}))
+                    devices = {t.device.type for t in flat if torch.is_tensor(t)}
+                    calls.add((name, ",".join(sorted(devices))))
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+
+
+def run(device_type: str, port: int, out_path: str, sharding_type: str) -> None:
     if device_type == "npu":
         import npu_emulator
 
@@ -95,7 +115,7 @@ def run(device_type: str, port: int, out_path: str) -> None:
         topology=Topology(world_size=1, compute_device="cpu"),
         constraints={
             "item": ParameterConstraints(
-                sharding_types=["table_wise"], compute_kernels=["fused"]
+                sharding_types=[sharding_type], compute_kernels=["fused"]
             )
         },
     )
@@ -139,8 +159,10 @@ def run(device_type: str, port: int, out_path: str) -> None:
     dense = [p for n, p in dmp.named_parameters() if "item_embeddings" not in n]
     optimizer = torch.optim.SGD(dense, lr=0.1)
 
-    loss = dmp(*args, **kwargs)
-    loss.backward()
+    recorder = _OpRecorder()
+    with recorder.mode:
+        loss = dmp(*args, **kwargs)
+        loss.backward()
     optimizer.step()
     optimizer.zero_grad()
     with torch.no_grad():
@@ -148,6 +170,7 @@ def run(device_type: str, port: int, out_path: str) -> None:
 
     result = {
         "device": str(tbe.split_embedding_weights()[0].device),
+        "ops": sorted(recorder.calls),
         "loss": loss.detach().cpu(),
         "loss_after": loss_after.cpu(),
         "table": tbe.split_embedding_weights()[0].detach().cpu().clone(),
@@ -165,4 +188,4 @@ def run(device_type: str, port: int, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    run(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4])

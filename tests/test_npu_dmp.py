@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from torchrec_ascend.npu import registered_ops
+
 WORKER = Path(__file__).resolve().parent / "npu_dmp_worker.py"
 
 
@@ -17,14 +19,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run_worker(device_type: str, out: Path) -> dict:
-    proc = subprocess.run(
-        [sys.executable, str(WORKER), device_type, str(_free_port()), str(out)],
-        capture_output=True,
+def _start_worker(device_type: str, sharding_type: str, out: Path):
+    command = [sys.executable, str(WORKER), device_type, str(_free_port()), str(out)]
+    return subprocess.Popen(
+        [*command, sharding_type],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=240,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def _finish_worker(proc, out: Path) -> dict:
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-4000:]
     return torch.load(out)
 
 
@@ -34,23 +46,53 @@ def results(tmp_path_factory):
     import npu_fixtures  # noqa: F401
 
     folder = tmp_path_factory.mktemp("dmp")
-    return {d: _run_worker(d, folder / f"{d}.pt") for d in ("cpu", "npu")}
+    # With one rank, table-wise and row-wise shards hold the same rows, so both NPU
+    # runs must equal TorchRec's own CPU run; row-wise adds on-device bucketing.
+    runs = {"cpu": ("cpu", "table_wise"), "npu": ("npu", "table_wise")}
+    runs["npu_row_wise"] = ("npu", "row_wise")
+    # The three single-rank jobs are independent; running them side by side
+    # overlaps their (import-heavy) start-up.
+    started = {
+        name: _start_worker(device, sharding, folder / f"{name}.pt")
+        for name, (device, sharding) in runs.items()
+    }
+    return {
+        name: _finish_worker(proc, folder / f"{name}.pt")
+        for name, proc in started.items()
+    }
+
+
+NPU_RUNS = ["npu", "npu_row_wise"]
 
 
 def test_step_ran_on_each_device(results):
     assert results["cpu"]["device"] == "cpu"
     assert results["npu"]["device"] == "npu:0"
+    assert results["npu_row_wise"]["device"] == "npu:0"
 
 
-def test_no_fbgemm_op_fell_back_to_host(results):
-    leaked = [
-        op for op in results["npu"]["fallback_ops"] if not op.startswith("aten::")
-    ]
-    assert not leaked
+@pytest.mark.parametrize("run", NPU_RUNS)
+def test_no_fbgemm_op_fell_back_to_host(results, run):
+    fallback = results[run]["fallback_ops"]
+    assert not [op for op in fallback if not op.startswith("aten::")]
 
 
-def test_losses_match(results):
-    cpu, npu = results["cpu"], results["npu"]
+@pytest.mark.parametrize("run", NPU_RUNS)
+def test_our_npu_kernels_served_the_step(results, run):
+    ops = dict(results[run]["ops"])
+    assert ops["torchrec_ascend::hstu_attention"] == "npu"
+    assert ops["torchrec_ascend::hstu_attention_backward"] == "npu"
+    if run == "npu_row_wise":
+        assert ops["fbgemm::block_bucketize_sparse_features"] == "npu"
+    registered = set(registered_ops())
+    for name, device in ops.items():
+        if name.startswith("fbgemm::") and device == "npu":
+            assert name in registered, name
+
+
+@pytest.mark.parametrize("run", NPU_RUNS)
+def test_losses_match(results, run):
+    cpu, npu = results["cpu"], results[run]
     torch.testing.assert_close(npu["loss"], cpu["loss"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(
         npu["loss_after"], cpu["loss_after"], rtol=1e-5, atol=1e-6
@@ -59,15 +101,17 @@ def test_losses_match(results):
     assert cpu["loss_after"] < cpu["loss"]
 
 
-def test_sharded_table_and_adagrad_state_match(results):
-    cpu, npu = results["cpu"], results["npu"]
+@pytest.mark.parametrize("run", NPU_RUNS)
+def test_sharded_table_and_adagrad_state_match(results, run):
+    cpu, npu = results["cpu"], results[run]
     torch.testing.assert_close(npu["table"], cpu["table"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(npu["momentum"], cpu["momentum"], rtol=1e-5, atol=1e-6)
     assert int((cpu["momentum"] > 0).sum()) > 5
 
 
-def test_dense_parameters_match(results):
-    cpu, npu = results["cpu"], results["npu"]
+@pytest.mark.parametrize("run", NPU_RUNS)
+def test_dense_parameters_match(results, run):
+    cpu, npu = results["cpu"], results[run]
     assert cpu["dense"].keys() == npu["dense"].keys() and len(cpu["dense"]) > 3
     for name in cpu["dense"]:
         torch.testing.assert_close(
