@@ -208,3 +208,86 @@ def test_bucketize_rejects_variable_batch():
             2,
             batch_size_per_feature=torch.tensor([1]),
         )
+
+
+@pytest.mark.parametrize("offset_dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(3))
+def test_hstu_npu_kernel_against_float64_reference(offset_dtype, seed):
+    from reference import reference_hstu_attention
+
+    from torchrec_ascend.npu import hstu_kernels
+
+    gen = torch.Generator().manual_seed(seed)
+    max_seq_len, heads, dim_qk, dim_v = 16, 2, 4, 3
+    # Empty, length-1 and a long tail up to max_seq_len.
+    lengths = torch.tensor([0, 1, 16, 2, 9, 0, 13])
+    offsets = FB.asynchronous_complete_cumsum(lengths).to(offset_dtype)
+    total = int(lengths.sum())
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    # q is a non-contiguous view (every other column of a wider tensor).
+    q = rand(total, heads, 2 * dim_qk)[..., ::2]
+    k, v = rand(total, heads, dim_qk), rand(total, heads, dim_v)
+    timestamps = torch.cumsum(torch.randint(0, 5000, (total,), generator=gen), 0)
+    args = dict(
+        max_seq_len=max_seq_len,
+        alpha=0.6,
+        pos_bias=rand(2 * max_seq_len - 1),
+        ts_bias=rand(12),
+        timestamps=timestamps,
+        query_timestamps=timestamps + 30,
+        num_targets=torch.tensor([0, 0, 3, 1, 2, 0, 0]),
+        contextual_len=1,
+        ts_bucket_divisor=0.301,
+    )
+    grad_out = rand(total, heads, dim_v)
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    biases = [
+        args[n].detach().clone().requires_grad_() for n in ("pos_bias", "ts_bias")
+    ]
+    ref_args = dict(args, pos_bias=biases[0], ts_bias=biases[1])
+    want = reference_hstu_attention(*leaves, offsets, **ref_args)
+    want.backward(grad_out)
+
+    positional = [
+        args["max_seq_len"], args["alpha"], args["pos_bias"], args["ts_bias"],
+        args["timestamps"], args["query_timestamps"], args["num_targets"],
+        args["contextual_len"], args["ts_bucket_divisor"],
+    ]  # fmt: skip
+    got = hstu_kernels.hstu_attention_forward(q, k, v, offsets, *positional)
+    grads = hstu_kernels.hstu_attention_backward(
+        grad_out, q, k, v, offsets, *positional
+    )
+    torch.testing.assert_close(got, want.detach(), rtol=1e-10, atol=1e-12)
+    for ours, leaf in zip(grads, leaves + biases):
+        torch.testing.assert_close(ours, leaf.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_hstu_npu_kernel_rejects_overlong_sequence():
+    from torchrec_ascend.npu import hstu_kernels
+
+    q = torch.zeros(5, 1, 2)
+    with pytest.raises(ValueError, match="more than max_seq_len=4"):
+        hstu_kernels.hstu_attention_forward(
+            q, q, q, torch.tensor([0, 5]), 4, 1.0, None, None, None, None, None, 0, 0.3
+        )
+
+
+def test_jagged_kernels_accept_non_contiguous_views():
+    gen = torch.Generator().manual_seed(9)
+    lengths = torch.tensor([2, 0, 1, 4])
+    offsets = FB.asynchronous_complete_cumsum(lengths)
+    wide = torch.randn(7, 6, generator=gen)
+    values = wide[:, ::2]
+    assert not values.is_contiguous()
+    assert_same(
+        jagged_kernels.jagged_to_padded_dense_forward(values, [offsets], [3]),
+        FB.jagged_to_padded_dense_forward(values.contiguous(), [offsets], [3]),
+    )
+    dense = torch.randn(4, 3, 6, generator=gen)[..., 1::2]
+    assert_same(
+        jagged_kernels.dense_to_jagged_forward(dense, [offsets]),
+        FB.dense_to_jagged_forward(dense.contiguous(), [offsets]),
+    )
