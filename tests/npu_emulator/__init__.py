@@ -24,16 +24,15 @@ _BUILD_DIR = _HERE.parent.parent / "build" / "npu_emulator"
 _extension = None
 
 
-def _stub_device_module(ext) -> types.ModuleType:
+def _stub_device_module() -> types.ModuleType:
     """The part of torch_npu's ``torch.npu`` module that tests and TorchRec use."""
     mod = types.ModuleType("torch.npu")
     state = {"device": 0}
 
     def set_device(device) -> None:
-        index = torch.device("npu", device).index if isinstance(device, int) else None
-        if index is None:
-            index = torch.device(device).index or 0
-        state["device"] = index
+        if not isinstance(device, int):
+            device = torch.device(device).index or 0
+        state["device"] = device
 
     class Stream:
         def __init__(self, device=None, priority=0) -> None:
@@ -105,7 +104,7 @@ def load():
         verbose=False,
     )
     torch.utils.rename_privateuse1_backend("npu")
-    torch._register_device_module("npu", _stub_device_module(ext))
+    torch._register_device_module("npu", _stub_device_module())
     torch.utils.generate_methods_for_privateuse1_backend(
         for_tensor=True, for_module=True, for_storage=True
     )

@@ -66,6 +66,8 @@ def _table_groups(
 
 
 def _check_ids(ids: torch.Tensor, rows: int, table: int) -> None:
+    # One host sync per table: an out-of-range id would otherwise read or (in the
+    # fused backward) write outside the table silently on some devices.
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= rows:
         raise ValueError(

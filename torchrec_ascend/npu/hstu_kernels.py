@@ -4,10 +4,11 @@ The C++ kernels of ``torchrec_ascend::hstu_attention`` are CPU-only. This is the
 minimal correct path for an NPU: pad every sequence to ``max_seq_len``, build the
 (B, H, N, N) score tensor and mask, and cut the result back to jagged rows. The
 backward is written out by hand because it runs below autograd.
-
-Limitation: memory is O(B * H * N^2) and the time-bias buckets use float64 logs;
-a tiled fused NPU kernel is the job of the device-generic HSTU work, not this file.
 """
+
+# Limitation: memory is O(B * H * N^2) (every sequence padded to max_seq_len) and the
+# time-bias buckets use float64 logs to match the CPU kernel bit for bit; a tiled,
+# fused NPU kernel belongs to the device-generic HSTU attention work.
 
 import torch
 import torch.nn.functional as F

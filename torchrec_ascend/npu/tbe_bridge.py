@@ -44,6 +44,8 @@ def npu_fused_forward(emb_module, features) -> torch.Tensor:
         # Limitation: pooled (EmbeddingBagCollection) tables are not routed yet;
         # the lookup has no pooling step.
         raise NotImplementedError("NPU fused lookup serves sequence (unpooled) tables")
+    # Limitation: only row-wise Adagrad without weight decay is fused on NPU; other
+    # fbgemm optimizers need their own update rule here.
     if emb_module.optimizer != EmbOptimType.EXACT_ROWWISE_ADAGRAD:
         raise NotImplementedError(
             f"NPU fused lookup implements EXACT_ROWWISE_ADAGRAD, got "
