@@ -291,3 +291,36 @@ def test_permute_2d_weights_gradient(strict_npu):
     _assert_same(grads[1], grads[0])
     # Each weight's gradient is its position after the permutation; at most one is 0.
     assert int((grads[0] == 0).sum()) <= 1
+
+
+def test_registry_skips_served_and_composite_ops(npu):
+    from torchrec_ascend.npu import registry, skipped_ops
+
+    def ours(x):
+        return x + 1
+
+    # One op already served on PrivateUse1 (as fbgemm-ascend would), one composite.
+    lib = torch.library.Library("tra_npu_test", "DEF")
+    lib.define("served(Tensor x) -> Tensor")
+    lib.define("composite(Tensor x) -> Tensor")
+    lib.define("plain(Tensor x) -> Tensor")
+    lib.impl("served", lambda x: x * 2, "PrivateUse1")
+    lib.impl("composite", lambda x: x * 3, "CompositeImplicitAutograd")
+    try:
+        registry._register(
+            "tra_npu_test", {"served": ours, "composite": ours, "plain": ours}
+        )
+        skipped = skipped_ops()
+        assert "PrivateUse1" in skipped["tra_npu_test::served"]
+        assert "CompositeImplicitAutograd" in skipped["tra_npu_test::composite"]
+        assert "tra_npu_test::plain" in registered_ops()
+        assert "tra_npu_test::served" not in registered_ops()
+        x = torch.ones(2).to(npu)
+        assert torch.ops.tra_npu_test.served(x).cpu().tolist() == [2.0, 2.0]
+        assert torch.ops.tra_npu_test.plain(x).cpu().tolist() == [2.0, 2.0]
+    finally:
+        registry._libraries.pop("tra_npu_test")._destroy()
+        for name in ("served", "composite", "plain"):
+            registry._registered.pop(f"tra_npu_test::{name}", None)
+            registry._skipped.pop(f"tra_npu_test::{name}", None)
+        lib._destroy()
