@@ -25,6 +25,7 @@ class ModelConfig:
         dropout: dropout on the gated attention output before the output projection
             (HSTU) or inside attention/FFN (SASRec).
         input_dropout: dropout on the input embeddings.
+        position_embedding: add a learned absolute position embedding to the inputs.
         position_bias: learn a relative-position attention bias (HSTU RAB).
         time_bias: learn a log-bucketed time-gap attention bias (HSTU RAB); used only
             when the data has timestamps.
@@ -41,6 +42,7 @@ class ModelConfig:
     max_seq_len: int = 50
     dropout: float = 0.5
     input_dropout: float = 0.2
+    position_embedding: bool = True
     position_bias: bool = True
     time_bias: bool = True
     num_time_buckets: int = 128

@@ -132,10 +132,10 @@ class SequentialRetrieval(nn.Module):
     ) -> torch.Tensor:
         mcfg = self.config.model
         offsets = lengths_to_offsets(lengths)
-        positions = positions_in_sequence(offsets, item_rows.shape[0])
-        x = item_rows * input_scale(mcfg.embedding_dim) + self.position_embedding(
-            positions
-        )
+        x = item_rows * input_scale(mcfg.embedding_dim)
+        if mcfg.position_embedding:
+            positions = positions_in_sequence(offsets, item_rows.shape[0])
+            x = x + self.position_embedding(positions)
         x = self.input_dropout(x)
         if not self.use_timestamps:
             timestamps = query_timestamps = None
