@@ -114,6 +114,10 @@ class DataParallelStrategy:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def barrier(self) -> None:
+        """Waits until every rank gets here (e.g. until files are written)."""
+        dist.barrier()
+
     def local_batch_size(self, global_batch_size: int) -> int:
         """b = global batch / R, so R ranks step through the same global batch."""
         if global_batch_size % self.world_size:

@@ -251,6 +251,8 @@ class Trainer:
 
     def _finish(self, peak_gflops: float) -> dict:
         spec, cfg = self.spec, self.spec.config
+        if self.strategy is not None:
+            self.strategy.barrier()  # the main rank has written the best weights
         best_state = load_if_exists(spec.output_dir / BEST)
         if best_state is not None:
             self.model.load_state_dict(best_state)
