@@ -10,8 +10,9 @@ on the global batches and on the number of steps without talking to each other.
   sequence is ever split; sample counts per rank differ.
 * ``"token_budget"`` (token-aware dynamic batch scaling, for short sequences): rank
   ``r`` reads its own shard (every ``R``-th sample) and fills each batch up to a cost
-  budget of ``b`` average samples instead of a fixed count; a rank that runs out
-  early gets empty batches so collectives stay matched.
+  budget of ``b`` average samples instead of a fixed count. Ranks run out at
+  different steps, so the last partial batches of all ranks are pooled and re-split
+  by cost over the remaining steps; a rank may still get an empty batch there.
 
 Each sample of the epoch lands in exactly one (step, rank) batch: none is dropped or
 repeated, whatever the ragged tail.
@@ -147,6 +148,7 @@ class BalancedSampler:
         self._costs = costs
         self._budget_batches: list[np.ndarray] | None = None
         self._budget_steps = 0
+        self._budget_tail: tuple[int, list] = (0, [])
 
     @property
     def num_samples(self) -> int:
@@ -166,17 +168,53 @@ class BalancedSampler:
     def _shard(self, order: np.ndarray, rank: int) -> np.ndarray:
         return order[rank :: self.num_ranks]
 
+    def _budget_all_ranks(self, order: np.ndarray) -> list[list[np.ndarray]]:
+        """Every rank's budget-packed batches, each rank reading only its shard."""
+        return [
+            pack_by_budget(shard, self._costs[shard], self.budget)
+            for shard in (self._shard(order, r) for r in range(self.num_ranks))
+        ]
+
     def _prepare_budget(self) -> None:
+        """This rank's batches for every step of the epoch, tail included.
+
+        Ranks run out of samples at different steps, and their last batches are
+        partial; from the step before the first rank runs out, the leftover samples
+        of all ranks are pooled and re-split by cost (as in the global plan) over
+        the remaining steps, so the tail is as balanced as the rest.
+        """
         order = epoch_permutation(self.num_samples, self.seed, self.epoch)
-        mine = self._shard(order, self.rank)
-        self._budget_batches = pack_by_budget(mine, self._costs[mine], self.budget)
-        if self.exchange is not None:
-            steps = self.exchange.max_int(len(self._budget_batches))
+        if self.exchange is None:
+            packed = self._budget_all_ranks(order)
+            counts = [len(p) for p in packed]
+            first, steps = min(counts), max(counts)
+            tail_start = max(first - 1, 0)
+            mine = packed[self.rank]
+            pool = [
+                np.concatenate(p[tail_start:] or [np.empty(0, np.int64)])
+                for p in packed
+            ]
+            ids = np.concatenate(pool)
+            lengths = self.lengths[ids]
         else:
-            steps = max(
-                len(pack_by_budget(s, self._costs[s], self.budget))
-                for s in (self._shard(order, r) for r in range(self.num_ranks))
+            shard = self._shard(order, self.rank)
+            mine = pack_by_budget(shard, self._costs[shard], self.budget)
+            first = -self.exchange.max_int(-len(mine))
+            steps = self.exchange.max_int(len(mine))
+            tail_start = max(first - 1, 0)
+            own = np.concatenate(mine[tail_start:] or [np.empty(0, np.int64)])
+            ids, lengths = self.exchange.all_gather(
+                own, self.lengths[own], self.exchange.max_int(len(own))
             )
+        tail = (
+            self.split_window(ids, lengths, steps - tail_start)
+            if steps > tail_start
+            else []
+        )
+        self._budget_batches = mine[:tail_start] + [
+            per_rank[self.rank] for per_rank in tail
+        ]
+        self._budget_tail = (tail_start, tail)
         self._budget_steps = steps
 
     # -- steps -----------------------------------------------------------------------
@@ -253,17 +291,21 @@ class BalancedSampler:
         )
         return self.split_window(ids, self.lengths[ids], len(steps))
 
+    def _budget_tail_plan(self) -> tuple[int, list]:
+        if self.exchange is not None:
+            raise RuntimeError("whole-epoch plans are simulated without an exchange")
+        self._prepare_budget()
+        return self._budget_tail
+
     def iter_plans(self) -> Iterator[list[np.ndarray]]:
         """R id arrays of every rank for each step of the epoch (simulation)."""
         order = epoch_permutation(self.num_samples, self.seed, self.epoch)
         if self.strategy == "token_budget":
-            packed = [
-                pack_by_budget(shard, self._costs[shard], self.budget)
-                for shard in (self._shard(order, r) for r in range(self.num_ranks))
-            ]
-            empty = np.empty(0, np.int64)
-            for step in range(max(len(p) for p in packed)):
-                yield [p[step] if step < len(p) else empty for p in packed]
+            packed = self._budget_all_ranks(order)
+            tail_start, tail = self._budget_tail_plan()
+            for step in range(tail_start):
+                yield [p[step] for p in packed]
+            yield from tail
             return
         for window_index in range(-(-len(self) // self.window)):
             yield from self._plan_window(order, window_index)
@@ -272,14 +314,7 @@ class BalancedSampler:
         """R id arrays of every rank at ``step`` (simulation; no exchange used)."""
         order = epoch_permutation(self.num_samples, self.seed, self.epoch)
         if self.strategy == "token_budget":
-            batches = []
-            for r in range(self.num_ranks):
-                shard = self._shard(order, r)
-                packed = pack_by_budget(shard, self._costs[shard], self.budget)
-                batches.append(
-                    packed[step] if step < len(packed) else np.empty(0, np.int64)
-                )
-            return batches
+            return list(self.iter_plans())[step]
         window_index = step // self.window
         return self._plan_window(order, window_index)[step % self.window]
 
