@@ -27,6 +27,10 @@ class SampleCostModel:
     """
 
     def __init__(self, config: ExperimentConfig) -> None:
+        # Limitation: FLOPs ignore how efficiently each kind of work runs; on this
+        # project's CPU kernels an attention FLOP takes up to ~2x longer than a GEMM
+        # FLOP, so sets of equal FLOPs but different length mixes can differ in time.
+        # A per-device attention weight fitted from timed steps would close the gap.
         self.config = config
 
     def costs(self, lengths: np.ndarray | torch.Tensor) -> np.ndarray:

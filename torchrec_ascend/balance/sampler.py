@@ -94,8 +94,8 @@ class BalancedSampler:
 
         >>> sampler = BalancedSampler(np.array([3, 9, 1, 4]), lambda n: n * n,
         ...                           num_ranks=2, rank=0, local_batch_size=2)
-        >>> [ids.tolist() for ids in sampler]   # one step, rank 0's share
-        [[1]]
+        >>> [ids.tolist() for ids in sampler]   # one step: the three short ones
+        [[0, 3, 2]]
     """
 
     def __init__(
@@ -342,6 +342,9 @@ class BalancedSampler:
                 yield per_rank[self.rank]
 
 
+# Limitation: after the exchange every rank reads its share straight from the
+# (map-style, fully readable) dataset; a loader whose shards live on one host only
+# would need a point-to-point fetch of the sequences, which is not implemented.
 class LengthExchange:
     """Collectives the global plan needs: share (ids, lengths), agree on a count.
 
