@@ -9,7 +9,11 @@ from torchrec_ascend.models.configs import (
     TrainConfig,
     get_preset,
 )
-from torchrec_ascend.models.flops import sequence_cost, train_step_flops
+from torchrec_ascend.models.flops import (
+    sample_train_flops,
+    sequence_cost,
+    train_step_flops,
+)
 from torchrec_ascend.models.hstu import HSTUEncoder, HSTULayer
 from torchrec_ascend.models.losses import SampledSoftmaxLoss
 from torchrec_ascend.models.retrieval import SequentialRetrieval
@@ -28,6 +32,7 @@ __all__ = [
     "SequentialRetrieval",
     "TrainConfig",
     "get_preset",
+    "sample_train_flops",
     "sequence_cost",
     "train_step_flops",
 ]

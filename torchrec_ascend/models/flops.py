@@ -53,3 +53,17 @@ def train_step_flops(
     forward = float(sequence_cost(lengths, config).sum())
     forward += loss_flops(int(lengths.sum()), num_negatives, config.embedding_dim)
     return 3.0 * forward
+
+
+def sample_train_flops(
+    lengths: torch.Tensor, config: ModelConfig, num_negatives: int
+) -> torch.Tensor:
+    """(B,) x float64 training FLOPs (forward + backward) of each sequence alone.
+
+    The per-sample split of :func:`train_step_flops`: its sum over a batch equals
+    ``train_step_flops(lengths, ...)``, which makes it the cost that load balancing
+    equalises across devices.
+    """
+    n = lengths.double()
+    per_token_loss = loss_flops(1, num_negatives, config.embedding_dim)
+    return 3.0 * (sequence_cost(lengths, config) + n * per_token_loss)

@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -36,7 +37,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root", type=Path, default=None, help="folder with the datasets"
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--balance",
+        default="global",
+        choices=["fixed", "global", "token_budget"],
+        help="under torchrun: how samples are spread over ranks (default: global)",
+    )
+    p.add_argument(
+        "--partition-method",
+        default="lpt",
+        choices=["lpt", "kk"],
+        help="cost partitioner of --balance global",
+    )
     return p
+
+
+def _data_parallel_strategy(args):
+    """A DataParallelStrategy when started by torchrun with WORLD_SIZE > 1."""
+    from torchrec_ascend.train import distributed
+
+    if not distributed.launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) < 2:
+        return None
+    rank, world = distributed.init_process_group_from_env("cpu")
+    logger.info("rank %d of %d, balance %s", rank, world, args.balance)
+    return distributed.DataParallelStrategy(args.balance, args.partition_method)
 
 
 def main(argv=None) -> int:
@@ -69,6 +93,7 @@ def main(argv=None) -> int:
         dataset.num_interactions,
         preset,
     )
+    strategy = _data_parallel_strategy(args)
     spec = RunSpec(
         dataset=args.dataset,
         split=split,
@@ -76,13 +101,14 @@ def main(argv=None) -> int:
         seed=args.seed,
         output_dir=output_dir,
         resume=args.resume,
-        progress=not args.no_progress,
+        progress=not args.no_progress and (strategy is None or strategy.is_main),
     )
     try:
-        metrics = train(spec)
+        metrics = train(spec, strategy)
     except KeyboardInterrupt:
         return 130
-    print(describe(metrics, output_dir))
+    if strategy is None or strategy.is_main:
+        print(describe(metrics, output_dir))
     return 0
 
 

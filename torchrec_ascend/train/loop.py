@@ -60,13 +60,18 @@ class Trainer:
     restarts from its beginning.
     """
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: RunSpec, strategy=None) -> None:
         self.spec = spec
+        # Data-parallel hooks (batches, gradient averaging); None trains alone.
+        self.strategy = strategy
+        self.is_main = strategy is None or strategy.is_main
         cfg = spec.config
         seed_everything(spec.seed)
         self.model = SequentialRetrieval(
             spec.split.num_items, cfg, use_timestamps=spec.split.has_timestamps
         )
+        if strategy is not None:
+            strategy.prepare(self.model)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=cfg.train.learning_rate,
@@ -128,13 +133,18 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> float:
         cfg = self.spec.config
-        loader = make_train_loader(
-            self.spec.split,
-            cfg.model.max_seq_len,
-            cfg.train.batch_size,
-            self.spec.seed,
-            epoch,
-        )
+        if self.strategy is not None:
+            loader = self.strategy.train_batches(
+                self.spec.split, cfg, self.spec.seed, epoch
+            )
+        else:
+            loader = make_train_loader(
+                self.spec.split,
+                cfg.model.max_seq_len,
+                cfg.train.batch_size,
+                self.spec.seed,
+                epoch,
+            )
         sampler = UniformNegativeSampler(
             self.spec.split.num_items,
             cfg.loss.num_negatives,
@@ -154,20 +164,28 @@ class Trainer:
         for batch in bar:
             start = time.perf_counter()
             self._set_learning_rate(epoch * steps_per_epoch + steps, steps_per_epoch)
-            negatives = sampler.sample(batch.num_tokens)
-            loss = self.model(
-                batch.features,
-                batch.targets,
-                negatives,
-                batch.timestamps,
-                batch.query_timestamps,
-            )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            negatives = sampler.sample(batch.num_tokens)
+            if batch.batch_size:
+                loss = self.model(
+                    batch.features,
+                    batch.targets,
+                    negatives,
+                    batch.timestamps,
+                    batch.query_timestamps,
+                )
+                loss.backward()
+            else:
+                # A data-parallel rank left without samples still joins the step.
+                loss = torch.zeros(())
+            value = float(loss.detach())
+            if self.strategy is not None:
+                value = self.strategy.reduce_gradients(
+                    self.model, loss, batch.num_tokens
+                )
             self.optimizer.step()
             elapsed = time.perf_counter() - start
 
-            value = float(loss.detach())
             if not np.isfinite(value):
                 raise FloatingPointError(f"loss became {value} at epoch {epoch + 1}")
             total_loss += value
@@ -222,17 +240,19 @@ class Trainer:
                     logger.info("epoch %d loss %.4f", epoch + 1, loss)
                 self.history.append(row)
                 completed = epoch + 1
-                save_atomic(self._state(completed), spec.output_dir / LAST)
-                plot_history(
-                    self.history, spec.output_dir / "training.png", spec.dataset
-                )
+                if self.is_main:
+                    save_atomic(self._state(completed), spec.output_dir / LAST)
+                    plot_history(
+                        self.history, spec.output_dir / "training.png", spec.dataset
+                    )
                 if cfg.train.patience and self.stale >= cfg.train.patience:
                     logger.info(
                         "no validation gain for %d evaluations; stopping", self.stale
                     )
                     break
         except KeyboardInterrupt:
-            save_atomic(self._state(completed), spec.output_dir / LAST)
+            if self.is_main:
+                save_atomic(self._state(completed), spec.output_dir / LAST)
             logger.warning(
                 "interrupted after epoch %d; checkpoint in %s (continue with --resume)",
                 completed,
@@ -245,12 +265,15 @@ class Trainer:
         if valid["ndcg@10"] > self.best["ndcg@10"]:
             self.best = {"epoch": epoch, "ndcg@10": valid["ndcg@10"], "valid": valid}
             self.stale = 0
-            save_atomic(self.model.state_dict(), self.spec.output_dir / BEST)
+            if self.is_main:
+                save_atomic(self.model.state_dict(), self.spec.output_dir / BEST)
         else:
             self.stale += 1
 
     def _finish(self, peak_gflops: float) -> dict:
         spec, cfg = self.spec, self.spec.config
+        if self.strategy is not None:
+            self.strategy.barrier()  # the main rank has written the best weights
         best_state = load_if_exists(spec.output_dir / BEST)
         if best_state is not None:
             self.model.load_state_dict(best_state)
@@ -277,15 +300,20 @@ class Trainer:
             },
             "history": self.history,
         }
-        with open(spec.output_dir / "metrics.json", "w") as f:
-            json.dump(metrics, f, indent=2)
-        plot_history(self.history, spec.output_dir / "training.png", spec.dataset)
+        if self.is_main:
+            with open(spec.output_dir / "metrics.json", "w") as f:
+                json.dump(metrics, f, indent=2)
+            plot_history(self.history, spec.output_dir / "training.png", spec.dataset)
         return metrics
 
 
-def train(spec: RunSpec) -> dict:
-    """Runs :class:`Trainer` end to end and returns the metrics written to disk."""
-    return Trainer(spec).fit()
+def train(spec: RunSpec, strategy=None) -> dict:
+    """Runs :class:`Trainer` end to end and returns the metrics written to disk.
+
+    ``strategy`` is an optional data-parallel strategy such as
+    :class:`~torchrec_ascend.train.distributed.DataParallelStrategy`.
+    """
+    return Trainer(spec, strategy).fit()
 
 
 def describe(metrics: dict, output_dir: Path | None = None) -> str:
