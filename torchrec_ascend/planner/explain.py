@@ -111,7 +111,9 @@ class PlanReport:
         for path, name, kind, kernel, ranks in self.tables:
             lines.append(f"  {path}.{name}: {kind} ({kernel}) on ranks {ranks}")
         if self.not_modelled:
-            lines.append(f"  (traffic not modelled for: {', '.join(self.not_modelled)})")
+            lines.append(
+                f"  (traffic not modelled for: {', '.join(self.not_modelled)})"
+            )
         lines.append("memory per group rank (weights + optimizer state):")
         for rank, nbytes in enumerate(self.rank_memory):
             lines.append(f"  rank {rank}: {nbytes / 2**20:.2f} MiB")
@@ -170,14 +172,16 @@ def explain_plan(
                 # Data-parallel: a whole copy on every rank.
                 cfg = configs[(path, name)][0]
                 for rank in range(group_size):
-                    rank_memory[rank] += 4 * cfg.num_embeddings * (
-                        cfg.embedding_dim + state_floats_per_row
+                    rank_memory[rank] += (
+                        4
+                        * cfg.num_embeddings
+                        * (cfg.embedding_dim + state_floats_per_row)
                     )
                 continue
             for shard in spec.shards:
                 rows, cols = shard.shard_sizes
-                rank_memory[shard.placement.rank()] += 4 * rows * (
-                    cols + state_floats_per_row
+                rank_memory[shard.placement.rank()] += (
+                    4 * rows * (cols + state_floats_per_row)
                 )
 
     generator = torch.Generator().manual_seed(seed)

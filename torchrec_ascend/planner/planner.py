@@ -21,7 +21,11 @@ from torch.distributed._shard.sharding_spec import EnumerableShardingSpec
 from torch.distributed.remote_device import _remote_device
 from torchrec.distributed.planner import EmbeddingShardingPlanner
 from torchrec.distributed.planner.types import ParameterConstraints
-from torchrec.distributed.types import ModuleSharder, ShardingPlan
+from torchrec.distributed.types import ModuleSharder, ShardingPlan, ShardingType
+from torchrec.modules.embedding_modules import (
+    EmbeddingBagCollection,
+    EmbeddingCollection,
+)
 
 from torchrec_ascend.planner.sharders import default_sharders
 from torchrec_ascend.planner.topology import ClusterTopology
@@ -70,8 +74,10 @@ class Planner:
         self.topology = topology
         self.num_groups = num_groups
         self.group_size = world // num_groups
-        if num_groups > 1 and self.group_size % topology.devices_per_host and (
-            topology.devices_per_host % self.group_size
+        if (
+            num_groups > 1
+            and self.group_size % topology.devices_per_host
+            and (topology.devices_per_host % self.group_size)
         ):
             logger.warning(
                 "HSP groups of %d ranks straddle hosts of %d devices: group "
@@ -79,9 +85,34 @@ class Planner:
                 self.group_size,
                 topology.devices_per_host,
             )
+        self._batch_size = batch_size
+        self._constraints = dict(constraints or {})
         self._planner = EmbeddingShardingPlanner(
             topology=topology.to_torchrec(self.group_size),
             batch_size=batch_size,
+            constraints=self._constraints or None,
+            debug=False,
+        )
+
+    def _hsp_planner(self, module: nn.Module) -> EmbeddingShardingPlanner:
+        # Limitation: under TorchRec 1.8's 2D environment on gloo, table-wise
+        # shards end in a collective size mismatch, so HSP plans row-wise unless
+        # the caller constrains a table explicitly.
+        constraints = dict(self._constraints)
+        for sub in module.modules():
+            configs = []
+            if isinstance(sub, EmbeddingCollection):
+                configs = sub.embedding_configs()
+            elif isinstance(sub, EmbeddingBagCollection):
+                configs = sub.embedding_bag_configs()
+            for cfg in configs:
+                constraints.setdefault(
+                    cfg.name,
+                    ParameterConstraints(sharding_types=[ShardingType.ROW_WISE.value]),
+                )
+        return EmbeddingShardingPlanner(
+            topology=self.topology.to_torchrec(self.group_size),
+            batch_size=self._batch_size,
             constraints=constraints,
             debug=False,
         )
@@ -93,7 +124,10 @@ class Planner:
     ) -> ShardingPlan:
         """Plan on this process alone (every rank must get the same answer)."""
         sharders = default_sharders() if sharders is None else sharders
-        plan = self._planner.plan(module, sharders)
+        planner = self._planner
+        if self.num_groups > 1:
+            planner = self._hsp_planner(module)
+        plan = planner.plan(module, sharders)
         self._rename_devices(plan)
         return plan
 
@@ -126,5 +160,7 @@ class Planner:
                     if device_type == "cpu":
                         device = "cpu"
                     else:
-                        device = f"{device_type}:{rank % self.topology.devices_per_host}"
+                        device = (
+                            f"{device_type}:{rank % self.topology.devices_per_host}"
+                        )
                     shard.placement = _remote_device(f"rank:{rank}/{device}")

@@ -15,11 +15,11 @@ sharding for sequence embeddings at all, so there is nothing to lift there.
 import logging
 from typing import Any
 
+from torch import nn
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.types import ModuleSharder, ShardingType
-from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ class DeviceGenericEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
             return super().sharding_types(compute_device_type)
         return [t.value for t in _POOLED_TYPES]
 
-    def compute_kernels(self, sharding_type: str, compute_device_type: str) -> list[str]:
+    def compute_kernels(
+        self, sharding_type: str, compute_device_type: str
+    ) -> list[str]:
         if compute_device_type == "cuda":
             return super().compute_kernels(sharding_type, compute_device_type)
         return _kernels(sharding_type)
@@ -77,7 +79,9 @@ class DeviceGenericEmbeddingCollectionSharder(EmbeddingCollectionSharder):
     def sharding_types(self, compute_device_type: str) -> list[str]:
         return [t.value for t in _SEQUENCE_TYPES]
 
-    def compute_kernels(self, sharding_type: str, compute_device_type: str) -> list[str]:
+    def compute_kernels(
+        self, sharding_type: str, compute_device_type: str
+    ) -> list[str]:
         if compute_device_type == "cuda":
             return super().compute_kernels(sharding_type, compute_device_type)
         return _kernels(sharding_type)

@@ -164,7 +164,9 @@ def step_traffic(
                     m = len(replicas)
                     gather = (m - 1) * (_ID_BYTES + pad * _ID_BYTES)
                     reduce = 2 * (m - 1) / m * union * table.dim * _VALUE_BYTES
-                    for tier, b in ring_bytes(replicas, gather + reduce, topology).items():
+                    for tier, b in ring_bytes(
+                        replicas, gather + reduce, topology
+                    ).items():
                         sync[tier] += b
     return StepTraffic(a2a=a2a, sync=sync)
 
