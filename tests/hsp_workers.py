@@ -286,3 +286,112 @@ def equivalence_worker(
 def _pooled_ids(batch) -> dict[str, torch.Tensor]:
     sparse = batch[0]
     return {k: sparse[k].values() for k in sparse.keys()}
+
+
+# -- stock TorchRec pipeline on a plan from our planner -------------------------------
+
+
+class _PipelineModel(nn.Module):
+    def __init__(self, device=None) -> None:
+        super().__init__()
+        from torchrec.modules.embedding_configs import EmbeddingBagConfig
+        from torchrec.modules.embedding_modules import EmbeddingBagCollection
+
+        self.ebc = EmbeddingBagCollection(
+            tables=[
+                EmbeddingBagConfig(
+                    name=f"t{i}",
+                    embedding_dim=8,
+                    num_embeddings=64,
+                    feature_names=[f"f{i}"],
+                )
+                for i in range(2)
+            ],
+            device=device,
+        )
+        self.linear = nn.Linear(16 + 3, 1)
+
+    def forward(self, batch):
+        pooled = self.ebc(batch.sparse_features).values()
+        logits = self.linear(torch.cat([pooled, batch.dense_features], 1)).squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(logits, batch.labels)
+        return loss, logits.detach()
+
+
+def _pipeline_batches(rank, steps):
+    from torchrec.datasets.utils import Batch
+
+    out = []
+    for step in range(steps):
+        g = torch.Generator().manual_seed(100 * step + rank)
+        lengths = torch.randint(0, 4, (2 * 4,), generator=g)
+        values = torch.randint(0, 64, (int(lengths.sum()),), generator=g)
+        out.append(
+            Batch(
+                dense_features=torch.randn(4, 3, generator=g),
+                sparse_features=KeyedJaggedTensor.from_lengths_sync(
+                    ["f0", "f1"], values, lengths
+                ),
+                labels=torch.randint(0, 2, (4,), generator=g).float(),
+            )
+        )
+    return out
+
+
+def pipeline_worker(rank, world, out_path):
+    """Our plan (row-wise and table-row-wise on CPU) under DMP: the stock
+    TrainPipelineSparseDist and a plain loop give the same outputs."""
+    from fbgemm_gpu.split_embedding_configs import EmbOptimType
+    from torchrec.distributed.model_parallel import DistributedModelParallel
+    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+    from torchrec.optim.keyed import KeyedOptimizerWrapper
+    from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+    from torchrec_ascend.planner import cpu_hosts
+
+    topology = cpu_hosts(1, world)
+    constraints = {
+        "t0": ParameterConstraints(sharding_types=["row_wise"]),
+        "t1": ParameterConstraints(sharding_types=["table_row_wise"]),
+    }
+    fused = {"optimizer": EmbOptimType.EXACT_ROWWISE_ADAGRAD, "learning_rate": 0.1}
+    steps = 4
+    outputs = {}
+    for mode in ("pipeline", "loop"):
+        torch.manual_seed(0)
+        model = _PipelineModel(device=torch.device("meta"))
+        sharders = default_sharders(fused)
+        plan = Planner(topology, constraints=constraints).collective_plan(
+            model, sharders
+        )
+        dmp = DistributedModelParallel(
+            model, device=torch.device("cpu"), plan=plan, sharders=sharders
+        )
+        # Same starting point in both modes: meta tables are initialised randomly.
+        with torch.no_grad():
+            for name, p in dmp.named_parameters():
+                g = torch.Generator().manual_seed(len(name))
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        dense = dict(in_backward_optimizer_filter(dmp.named_parameters()))
+        opt = KeyedOptimizerWrapper(dense, lambda p: torch.optim.SGD(p, lr=0.1))
+        batches = _pipeline_batches(rank, steps)
+        logits = []
+        if mode == "pipeline":
+            pipe = TrainPipelineSparseDist(dmp, opt, torch.device("cpu"))
+            it = iter(batches)
+            for _ in range(steps):
+                logits.append(pipe.progress(it).clone())
+        else:
+            for batch in batches:
+                opt.zero_grad()
+                loss, out = dmp(batch)
+                loss.backward()
+                opt.step()
+                logits.append(out.clone())
+        outputs[mode] = {
+            "logits": logits,
+            "sharding": {n: s.sharding_type for n, s in plan.plan["ebc"].items()},
+            "pipeline_type": type(dmp.module.ebc).__name__,
+        }
+    torch.save(outputs, f"{out_path}.{rank}")
+    dist.barrier()
