@@ -22,6 +22,7 @@ from torchrec_ascend.planner.topology import (
 from torchrec_ascend.planner.traffic import (
     StepTraffic,
     TableLayout,
+    latency_hops,
     projected_comm_seconds,
     ring_bytes,
     step_traffic,
@@ -43,6 +44,7 @@ __all__ = [
     "default_sharders",
     "explain_plan",
     "gpu_nodes",
+    "latency_hops",
     "layouts_from_plan",
     "projected_comm_seconds",
     "ring_bytes",

@@ -171,22 +171,37 @@ def step_traffic(
     return StepTraffic(a2a=a2a, sync=sync)
 
 
+def latency_hops(world: int, group_size: int, a2a_calls: int, hsp_sync: bool) -> int:
+    """Message start-ups one rank pays per step (the alpha term of alpha-beta).
+
+    A pairwise all-to-all over g ranks costs g - 1 start-ups, so TorchRec's global
+    all-to-alls cost O(N) and HSP's O(I); the HSP sync adds two ring all-gathers
+    (M - 1 each) and one ring all-reduce (2 (M - 1)) per step and table shard.
+    """
+    hops = a2a_calls * (group_size - 1)
+    groups = world // group_size
+    if hsp_sync and groups > 1:
+        hops += 4 * (groups - 1)
+    return hops
+
+
 def projected_comm_seconds(
     traffic: StepTraffic,
     topology: ClusterTopology,
-    collectives_per_step: int,
+    hops: int,
     dense_allreduce_bytes: int = 0,
 ) -> float:
-    """Step communication time from per-tier bytes and bandwidths.
+    """Step communication time from per-tier bytes, bandwidths and start-ups.
 
     Every rank sends its share in parallel on its own links, so a tier's time is its
-    per-rank bytes over the per-device bandwidth; the two tiers run concurrently in
-    an all-to-all but one after the other between the phases of a step, so the
-    projection adds them (a pessimistic bound). Dense data-parallel gradients
-    (`dense_allreduce_bytes` per rank, ring over the world) are added on top.
+    per-rank bytes (the all-rank total over N; balanced shards) over the per-device
+    bandwidth. The two tiers are added, not overlapped (a pessimistic bound), plus
+    `hops` start-ups of `topology.latency_s`. Dense data-parallel gradients
+    (`dense_allreduce_bytes` per rank, ring over the world, 2 (N - 1) start-ups) are
+    added on top; they are the same for global sharding and HSP.
     """
     world = topology.world_size
-    seconds = collectives_per_step * topology.latency_s
+    seconds = hops * topology.latency_s
     for tier in (INTRA_NODE, INTER_NODE):
         per_rank = (traffic.a2a[tier] + traffic.sync[tier]) / world
         seconds += per_rank / topology.bandwidth(tier)
@@ -195,4 +210,5 @@ def projected_comm_seconds(
         slowest = INTER_NODE if topology.num_hosts > 1 else INTRA_NODE
         ring_share = 2 * (world - 1) / world * dense_allreduce_bytes
         seconds += ring_share / topology.bandwidth(slowest)
+        seconds += 2 * (world - 1) * topology.latency_s
     return seconds
