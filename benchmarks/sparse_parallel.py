@@ -216,9 +216,11 @@ def _rank_main(rank, port, args, out_path):
     # Byte model for the last measured step, to check against the wire counts.
     last = [_batch(args.warmup + args.steps - 1, r, *shape) for r in range(WORLD)]
     ids = [{"item": b[0].values(), "target": b[1], "negative": b[2]} for b in last]
+    # DMP replaced the tables of the models it sharded; read configs from a fresh one.
+    unsharded = _model(n_items)
     modelled = {
         "global": step_traffic(
-            layouts_from_plan(base_plan, base_model_ref := _model(n_items)),
+            layouts_from_plan(base_plan, unsharded),
             ids,
             args.batch,
             topology,
@@ -226,7 +228,7 @@ def _rank_main(rank, port, args, out_path):
             hsp_sync=False,
         ),
         "hsp": step_traffic(
-            layouts_from_plan(hsp_plan, base_model_ref),
+            layouts_from_plan(hsp_plan, unsharded),
             ids,
             args.batch,
             topology,
