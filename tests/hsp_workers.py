@@ -108,6 +108,33 @@ class PooledModel(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, labels)
 
 
+class BagModel(nn.Module):
+    """The same three tables as EmbeddingBags (pooled inside TorchRec)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchrec.modules.embedding_configs import EmbeddingBagConfig
+        from torchrec.modules.embedding_modules import EmbeddingBagCollection
+
+        self.ebc = EmbeddingBagCollection(
+            tables=[
+                EmbeddingBagConfig(
+                    name=name,
+                    embedding_dim=8,
+                    num_embeddings=rows,
+                    feature_names=[f"f_{name}"],
+                )
+                for name, rows in POOLED_TABLES.items()
+            ]
+        )
+        self.mlp = nn.Sequential(nn.Linear(24 + 2, 8), nn.ReLU(), nn.Linear(8, 1))
+
+    def forward(self, sparse, dense, labels):
+        pooled = self.ebc(sparse).values()
+        logits = self.mlp(torch.cat([pooled, dense], dim=1)).squeeze(1)
+        return F.binary_cross_entropy_with_logits(logits, labels)
+
+
 def pooled_batch(step: int, rank: int, batch_size: int = 4):
     g = torch.Generator().manual_seed(7000 * step + rank)
     keys = [f"f_{n}" for n in POOLED_TABLES]
@@ -189,7 +216,7 @@ def _train_hsp(hsp, batches_per_step, rank, counter_topology):
 
 
 def equivalence_worker(
-    rank, world, group_size, out_path, jobs=("retrieval", "multi_table")
+    rank, world, group_size, out_path, jobs=("retrieval", "multi_table", "bags")
 ):
     topology = ClusterTopology(
         num_hosts=world // group_size, devices_per_host=group_size
@@ -205,7 +232,7 @@ def equivalence_worker(
             optimizers = {"item": RowwiseAdagrad(lr=0.05)}
         else:
             torch.manual_seed(1)
-            model = PooledModel()
+            model = PooledModel() if job == "multi_table" else BagModel()
             make_batch = pooled_batch
             constraints = {
                 "t_rowwise": ParameterConstraints(sharding_types=["row_wise"]),
@@ -228,7 +255,14 @@ def equivalence_worker(
         if job == "retrieval":
             tables = {"item": reference.item_embeddings.embeddings["item"].weight}
         else:
-            tables = {n: reference.ec.embeddings[n].weight for n in POOLED_TABLES}
+            tables = {
+                n: (
+                    reference.ec.embeddings[n].weight
+                    if job == "multi_table"
+                    else reference.ebc.embedding_bags[n].weight
+                )
+                for n in POOLED_TABLES
+            }
         ref_losses, ref_states = _reference_train(
             reference, tables, copy.deepcopy(optimizers), batches_per_step, world
         )

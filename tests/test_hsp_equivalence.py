@@ -24,7 +24,7 @@ def results(tmp_path_factory):
     return [torch.load(f"{out}.{r}") for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("job", ["retrieval", "multi_table"])
+@pytest.mark.parametrize("job", ["retrieval", "multi_table", "bags"])
 def test_losses_match_single_process(results, job):
     for rank in range(WORLD):
         r = results[rank][job]
@@ -32,7 +32,7 @@ def test_losses_match_single_process(results, job):
         assert r["losses"] == pytest.approx(r["ref_losses"], rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.parametrize("job", ["retrieval", "multi_table"])
+@pytest.mark.parametrize("job", ["retrieval", "multi_table", "bags"])
 def test_embeddings_and_states_match_single_process(results, job):
     for rank in range(WORLD):
         r = results[rank][job]
@@ -41,19 +41,19 @@ def test_embeddings_and_states_match_single_process(results, job):
             assert diff < 1e-6, (rank, key, name, diff)
 
 
-@pytest.mark.parametrize("job", ["retrieval", "multi_table"])
+@pytest.mark.parametrize("job", ["retrieval", "multi_table", "bags"])
 def test_dense_weights_match_single_process(results, job):
     for rank in range(WORLD):
         assert results[rank][job]["dense_diff"] < 1e-6
 
 
-@pytest.mark.parametrize("job", ["retrieval", "multi_table"])
+@pytest.mark.parametrize("job", ["retrieval", "multi_table", "bags"])
 def test_optimizer_states_identical_across_groups(results, job):
     for rank in range(WORLD):
         assert results[rank][job]["replica_equal"]
 
 
-@pytest.mark.parametrize("job", ["retrieval", "multi_table"])
+@pytest.mark.parametrize("job", ["retrieval", "multi_table", "bags"])
 def test_all_to_all_stays_inside_host(results, job):
     totals = results[0][job]["bytes"]
     assert totals["a2a"]["intra"] > 0

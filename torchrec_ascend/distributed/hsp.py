@@ -47,6 +47,10 @@ from torchrec.distributed.types import (
     ShardingEnv2D,
     ShardingPlan,
 )
+from torchrec.modules.embedding_modules import (
+    EmbeddingBagCollection,
+    EmbeddingCollection,
+)
 
 from torchrec_ascend.distributed.comm_counter import comm_phase
 from torchrec_ascend.distributed.groups import HSPGroups
@@ -111,6 +115,7 @@ class HSPModelParallel(nn.Module):
             node_group_size=group_size,
             use_inter_host_allreduce=True,
         )
+        initial_tables = _unsharded_tables(module)
         self.dmp = DistributedModelParallel(
             module,
             env=env,
@@ -142,6 +147,7 @@ class HSPModelParallel(nn.Module):
             if p.requires_grad and id(p) not in shard_weights and not _is_tbe_slice(p)
         ]
         self.step_count = 0
+        self._load_initial_tables(initial_tables)
         self._broadcast_initial_state()
 
     def _install_lookups(self):
@@ -152,14 +158,7 @@ class HSPModelParallel(nn.Module):
             for lookup in getattr(sub, "_lookups", None) or []:
                 lookup = getattr(lookup, "module", lookup)
                 if isinstance(lookup, GroupedPooledEmbeddingsLookup):
-                    # Limitation: pooled (EmbeddingBag) shards run but did not yet
-                    # match the single-process reference in the equivalence test
-                    # (first-step losses differ), so HSP refuses them until the
-                    # pooled output layout is verified against TorchRec's.
-                    raise ValueError(
-                        f"{name}: HSP supports EmbeddingCollection tables only; "
-                        "EmbeddingBagCollection is not verified yet"
-                    )
+                    pooled = True
                 elif isinstance(lookup, GroupedEmbeddingsLookup):
                     pooled = False
                 else:
@@ -174,6 +173,22 @@ class HSPModelParallel(nn.Module):
         if not lookups:
             raise ValueError("the plan shards no embedding table")
         return lookups
+
+    @torch.no_grad()
+    def _load_initial_tables(self, tables: dict[str, torch.Tensor]) -> None:
+        """Start the shards from the module's own rows (TorchRec re-initialises
+        pooled shards instead of copying them)."""
+        for shard in self.shards:
+            full = tables.get(shard.table)
+            if full is None:
+                continue
+            rows, cols = shard.weight.shape
+            shard.weight.copy_(
+                full[
+                    shard.row_offset : shard.row_offset + rows,
+                    shard.col_offset : shard.col_offset + cols,
+                ]
+            )
 
     @torch.no_grad()
     def _broadcast_initial_state(self) -> None:
@@ -270,6 +285,22 @@ def plan_for_group(
                     f"rank:{shard.placement.rank() + offset}/{device}"
                 )
     return plan
+
+
+def _unsharded_tables(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every materialised EC / EBC table weight, by table name."""
+    tables = {}
+    for sub in module.modules():
+        if isinstance(sub, EmbeddingCollection):
+            weights = {n: e.weight for n, e in sub.embeddings.items()}
+        elif isinstance(sub, EmbeddingBagCollection):
+            weights = {n: e.weight for n, e in sub.embedding_bags.items()}
+        else:
+            continue
+        for name, weight in weights.items():
+            if weight.device.type != "meta":
+                tables[name] = weight.detach().clone()
+    return tables
 
 
 def _is_tbe_slice(p: torch.Tensor) -> bool:

@@ -92,6 +92,10 @@ class SparseGradLookup:
             )
         values = torch.split(features.values(), per_key)
         weights = features.weights_or_none()
+        if weights is not None and not torch.is_floating_point(weights):
+            # Integer "weights" are bucket positions from the input dist, not
+            # per-sample weights.
+            weights = None
         if weights is not None:
             weights = torch.split(weights, per_key)
         lengths = features.lengths().view(len(per_key), -1) if self.pooled else None
