@@ -1,7 +1,10 @@
 """Pipelined, semi-asynchronous training for TorchRec models on CPU, NPU and CUDA."""
 
 from torchrec_ascend.pipeline.dedup import DedupPlan, dedup_features
-from torchrec_ascend.pipeline.distributed import DenseGroupDataParallelWrapper
+from torchrec_ascend.pipeline.distributed import (
+    DenseGroupDataParallelWrapper,
+    shard_embeddings,
+)
 from torchrec_ascend.pipeline.retrieval import (
     RetrievalBatch,
     RetrievalBatchPreparer,
@@ -31,4 +34,5 @@ __all__ = [
     "find_sparse_modules",
     "item_features",
     "padding_batch",
+    "shard_embeddings",
 ]
