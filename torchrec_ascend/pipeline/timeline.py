@@ -101,6 +101,10 @@ class StageTimeline:
     def begin_step(self) -> None:
         self._step_start = time.perf_counter()
 
+    def cancel_step(self) -> None:
+        """Forgets the step begun last (its intervals count toward the next one)."""
+        self._step_start = None
+
     def end_step(self) -> dict[str, float]:
         """Closes the step begun last and returns its seconds per category."""
         if self._step_start is None:

@@ -414,9 +414,13 @@ class TrainPipeline:
             self._start(dataloader_iter)
         self.timeline.begin_step()
         try:
-            return self._progress_pipelined()
-        finally:
-            self.timeline.end_step()
+            result = self._progress_pipelined()
+        except BaseException:
+            # The call that finds the data exhausted trains nothing: not a step.
+            self.timeline.cancel_step()
+            raise
+        self.timeline.end_step()
+        return result
 
     def _progress_pipelined(self) -> Any:
         if self._stopped:
@@ -478,6 +482,7 @@ class TrainPipeline:
 
     def _progress_plain(self, dataloader_iter: Iterator[Any]) -> Any:
         self.timeline.begin_step()
+        done = False
         try:
             with self.timeline.span(COMPUTE):
                 try:
@@ -507,8 +512,12 @@ class TrainPipeline:
                 self.optimizer.step()
                 if self.sparse_optimizer is not None:
                     self.sparse_optimizer.step()
+            done = True
         finally:
-            self.timeline.end_step()
+            if done:
+                self.timeline.end_step()
+            else:
+                self.timeline.cancel_step()
         if padding:
             self.stats["padding_batches"] += 1
             return None
