@@ -3,9 +3,9 @@
 Sequence models look the same ids up many times per batch: a history and its
 next-item targets are the same sequence shifted by one, and shared negatives repeat in
 every bag. Looking up each distinct id once per table shrinks the input all-to-all,
-the lookup, the output all-to-all and the gradient all-to-all alike; the full per-feature
-rows are rebuilt after the lookup by an index gather whose backward sums the gradients
-of repeated ids.
+the lookup, the output all-to-all and the gradient all-to-all alike; the full
+per-feature rows are rebuilt after the lookup by an index gather whose backward sums
+the gradients of repeated ids.
 """
 
 from __future__ import annotations

@@ -27,7 +27,19 @@ import torch.multiprocessing as mp
 
 logger = logging.getLogger(__name__)
 
-LOOPS = ("plain", "sync", "semi-async", "torchrec")
+LOOPS = (
+    "plain",
+    "sync",
+    "semi-async",
+    "torchrec",
+    "torchrec-semi-sync",
+    "torchrec-prefetch",
+)
+_TORCHREC_PIPELINES = {
+    "torchrec": "TrainPipelineSparseDist",
+    "torchrec-semi-sync": "TrainPipelineSemiSync",
+    "torchrec-prefetch": "PrefetchTrainPipelineSparseDist",
+}
 
 
 @dataclass(frozen=True)
@@ -35,7 +47,8 @@ class RetrievalJob:
     """One multi-process training job.
 
     Attributes:
-        loop: "plain", "sync", "semi-async" or "torchrec".
+        loop: "plain", "sync", "semi-async" (ours), or "torchrec" (TorchRec's
+            TrainPipelineSparseDist), "torchrec-semi-sync", "torchrec-prefetch".
         batches: batches each rank trains, (world,) (uneven counts allowed).
         num_users, num_items, seq_len: synthetic data shape (Zipf item popularity).
         batch_size: users per batch per rank.
@@ -148,12 +161,12 @@ def _train(job: RetrievalJob, rank: int) -> dict[str, Any]:
     preparer = RetrievalBatchPreparer(sampler)
     device = torch.device("cpu")
     batches = _rank_batches(job, rank, split, cfg.model.max_seq_len)
-    if job.loop == "torchrec":
-        from torchrec.distributed.train_pipeline.train_pipelines import (
-            TrainPipelineSparseDist,
-        )
+    torchrec_loop = job.loop.startswith("torchrec")
+    if torchrec_loop:
+        from torchrec.distributed.train_pipeline import train_pipelines
 
-        pipeline = TrainPipelineSparseDist(model, built["optimizer"], device)
+        cls = getattr(train_pipelines, _TORCHREC_PIPELINES[job.loop])
+        pipeline = cls(model, built["optimizer"], device)
         source = map(preparer, batches)
     else:
         pipeline = TrainPipeline(
@@ -174,13 +187,19 @@ def _train(job: RetrievalJob, rank: int) -> dict[str, Any]:
     for step in itertools.count():
         if step == job.warmup:
             start = time.perf_counter()
-            if job.loop != "torchrec":
+            if not torchrec_loop:
                 pipeline.timeline.totals = dict.fromkeys(pipeline.timeline.totals, 0.0)
                 pipeline.timeline.steps = 0
         try:
             out = pipeline.progress(source)
         except StopIteration:
             break
+        except Exception as error:
+            if not torchrec_loop:
+                raise
+            # TorchRec's other pipelines are probed, not relied on: report how they
+            # fail on this device.
+            return {"rank": rank, "failed": f"{type(error).__name__}: {error}"[:300]}
         if out is not None:
             losses.append(float(out.reshape(-1)[0]) if out.numel() else 0.0)
             if start is not None:
@@ -192,7 +211,7 @@ def _train(job: RetrievalJob, rank: int) -> dict[str, Any]:
         "seconds": seconds,
         "timed_samples": timed_samples,
     }
-    if job.loop != "torchrec":
+    if not torchrec_loop:
         result["fractions"] = pipeline.timeline.summary()
         result["stats"] = dict(pipeline.stats)
         pipeline.detach()

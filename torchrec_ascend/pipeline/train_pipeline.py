@@ -34,10 +34,10 @@ training keeps the rate of synchronous SGD up to an additive delay term:
 (1/T) sum_t E||grad f(w_t)||^2 <= O(sqrt(L) sigma / sqrt(T) + L / T + alpha L tau / T),
 where L is the gradient's Lipschitz constant, sigma bounds the gradient noise and alpha
 is the probability that two consecutive steps touch the same embedding row (sparse id
-overlap between steps). The extra term is small when (a) the delay is bounded -- here
-exactly 1 -- and (b) consecutive batches share few ids (alpha << 1). Rows that are hit in
-every step (very popular items, shared negatives drawn from a small catalogue) make
-alpha large, and then semi-async mode can cost accuracy; measure against ``"sync"``
+overlap between steps). The extra term is small when (a) the delay is bounded --
+here exactly 1 -- and (b) consecutive batches share few ids (alpha << 1). Rows that are
+hit in every step (very popular items, shared negatives drawn from a small catalogue)
+make alpha large, and then semi-async mode can cost accuracy; measure against ``"sync"``
 with the same seeds before relying on it. Dense parameters see no delay.
 
 Uneven data. With several ranks, every step first agrees across ranks (one small

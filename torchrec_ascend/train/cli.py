@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root", type=Path, default=None, help="folder with the datasets"
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--pipeline",
+        default="plain",
+        choices=["plain", "sync", "semi-async"],
+        help="train loop: plain, or torchrec_ascend.pipeline in sync / semi-async "
+        "mode (stage fractions go to metrics.json train.pipeline)",
+    )
     return p
 
 
@@ -77,6 +84,7 @@ def main(argv=None) -> int:
         output_dir=output_dir,
         resume=args.resume,
         progress=not args.no_progress,
+        pipeline=args.pipeline,
     )
     try:
         metrics = train(spec)
