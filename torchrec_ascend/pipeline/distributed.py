@@ -105,6 +105,8 @@ def shard_embeddings(
             t: ParameterConstraints(sharding_types=[sharding_type]) for t in tables
         },
     )
+    # Limitation: only EmbeddingCollections get a sharder here; an
+    # EmbeddingBagCollection would stay unsharded (data parallel).
     sharders = [
         EmbeddingCollectionSharder(
             fused_params={"optimizer": optim[optimizer], "learning_rate": learning_rate}

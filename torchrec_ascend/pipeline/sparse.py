@@ -53,7 +53,11 @@ class SparseWork:
 
 
 def _table_features(module: nn.Module) -> list[list[str]] | None:
-    """Feature names per table for sequence (unpooled) collections, else None."""
+    """Feature names per table for sequence (unpooled) collections, else None.
+
+    Limitation: pooled collections (EmbeddingBagCollection) are not deduplicated:
+    their output is one pooled row per bag, which an id-level gather cannot rebuild.
+    """
     if isinstance(module, EmbeddingCollection):
         return [list(c.feature_names) for c in module.embedding_configs()]
     configs = getattr(module, "_embedding_configs", None)

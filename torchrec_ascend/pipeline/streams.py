@@ -41,6 +41,11 @@ class DeviceStreams:
                 self.module = module
                 self.enabled = True
         self._streams: dict[str, Any] = {}
+        if self.enabled:
+            # Made here, not on first use, because the threads that use them would
+            # otherwise race to create them.
+            for name in ("copy", "sparse"):
+                self._streams[name] = self.module.Stream(device=self.device)
 
     def stream(self, name: str) -> Any:
         """The side stream called ``name`` (created on first use), or None."""

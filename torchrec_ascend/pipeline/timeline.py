@@ -11,6 +11,11 @@ Every stage of the pipeline records wall-clock intervals tagged ``"compute"`` or
 
 The three fractions add up to 1 for every step. This mirrors how the reference design
 reports NPU time (computing / communication not overlapped / free).
+
+Limitation: intervals are host wall-clock times. On CPU that is the device's own
+time; on CUDA / NPU it is when work was issued and waited for, not when the device ran
+it (device events would be needed for that). The dense gradient all-reduce runs inside
+the dense backward and is counted as compute.
 """
 
 from __future__ import annotations

@@ -72,6 +72,10 @@ logger = logging.getLogger(__name__)
 
 MODES = ("plain", "sync", "semi-async")
 
+# Limitation: the stream path (CUDA / NPU) follows the device-module API but was not
+# run on an accelerator in this project's sessions (CPU-only machines); only the CPU
+# path (threads + gloo) is tested.
+
 
 def find_sparse_modules(model: nn.Module) -> dict[str, nn.Module]:
     """The outermost embedding modules of ``model`` by name (sharded or local)."""
@@ -347,6 +351,14 @@ class TrainPipeline:
     def _backward_task(self, step: _Step, grads_ready: Any) -> None:
         with self.streams.use("sparse"):
             self.streams.wait(grads_ready)
+            self.streams.keep_alive(
+                [
+                    leaf.grad
+                    for work in step.prepared.works.values()
+                    for leaf in work.leaves
+                    if leaf.grad is not None
+                ]
+            )
             for fqn, stage in self.stages.items():
                 stage.backward(step.prepared.works[fqn])
             if self.sparse_optimizer is not None:
@@ -464,6 +476,9 @@ class TrainPipeline:
         assert prepared is not None
         self.streams.wait(prepared.ready_event)
         self.streams.wait(event)
+        self.streams.keep_alive(
+            [leaf for work in prepared.works.values() for leaf in work.leaves]
+        )
         for fqn, stage in self.stages.items():
             stage.set_current(prepared.works[fqn], prepared.original_numel[fqn])
         try:
@@ -480,6 +495,8 @@ class TrainPipeline:
         self.stats["batches"] += 1
         return output
 
+    # Limitation: the plain loop is timed as one compute span: its collectives run
+    # inside the model's forward/backward where this loop cannot see them.
     def _progress_plain(self, dataloader_iter: Iterator[Any]) -> Any:
         self.timeline.begin_step()
         done = False
