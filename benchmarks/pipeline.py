@@ -48,6 +48,7 @@ def _job(args: argparse.Namespace, loop: str, world: int) -> RetrievalJob:
         num_negatives=args.negatives,
         warmup=args.warmup,
         seed=args.seed,
+        embedding_dim=args.embedding_dim,
     )
 
 
@@ -74,7 +75,8 @@ def _measure(args: argparse.Namespace, world: int) -> list[dict]:
         rows = per_loop[loop]
         speeds = [r["samples_per_s"] for r in rows]
         case = {
-            "name": f"retrieval-{args.preset}-w{world}-{loop}",
+            "name": f"retrieval-{args.preset}-d{args.embedding_dim or 'preset'}"
+            f"-w{world}-{loop}",
             "world": world,
             "mode": loop,
             "samples_per_s": statistics.median(speeds),
@@ -119,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--negatives", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--embedding-dim", type=int, default=None, help="override D")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--probe", action="store_true", help="probe TorchRec's others")
     args = p.parse_args(argv)

@@ -25,7 +25,7 @@ def one_intra_op_thread():
 
 def _run(tmp_path, split, mode):
     cfg = get_preset("smoke")
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
     spec = RunSpec(
         dataset="synthetic",
         split=split,
@@ -50,7 +50,7 @@ def test_pipeline_sync_matches_plain_and_reports_fractions(tmp_path):
     assert "pipeline" not in plain["train"]
     stages = sync["train"]["pipeline"]
     assert stages["mode"] == "sync"
-    assert stages["steps"] == 2 * 5  # 300 users, batch 64, two epochs
+    assert stages["steps"] == 5  # 300 users, batch 64
     total = stages["compute_frac"] + stages["exposed_comm_frac"] + stages["idle_frac"]
     assert total == pytest.approx(1.0, abs=1e-9)
     assert stages["compute_frac"] > 0.3

@@ -59,6 +59,7 @@ class RetrievalJob:
         warmup: steps excluded from the timing.
         seed: model, data and negative seed.
         threads: torch intra-op threads per rank.
+        embedding_dim: overrides the preset's item embedding width D.
     """
 
     loop: str
@@ -74,6 +75,7 @@ class RetrievalJob:
     warmup: int = 2
     seed: int = 0
     threads: int = 1
+    embedding_dim: int | None = None
 
     def __post_init__(self) -> None:
         if self.loop not in LOOPS:
@@ -114,6 +116,11 @@ def _build(job: RetrievalJob, rank: int) -> dict[str, Any]:
     from torchrec_ascend.pipeline.retrieval import RetrievalTrainModule
 
     cfg = get_preset(job.preset)
+    if job.embedding_dim is not None:
+        cfg = dataclasses.replace(
+            cfg,
+            model=dataclasses.replace(cfg.model, embedding_dim=job.embedding_dim),
+        )
     cfg = dataclasses.replace(
         cfg,
         loss=dataclasses.replace(

@@ -402,8 +402,8 @@ class TrainPipeline:
         if leftover:
             self.stats["dropped_batches"] += leftover
             logger.warning(
-                "another rank's data ended first and no pad_batch was given: "
-                "%d local batches were not executed",
+                "%d prepared local batches were not executed (another rank's data "
+                "ended first without a pad_batch, or flush() was called)",
                 leftover,
             )
         self._stopped = True
@@ -450,12 +450,12 @@ class TrainPipeline:
             self._finish()
             raise StopIteration
         outputs, event = looked_up
-        following = self._inflight[1] if len(self._inflight) > 1 else None
-        if self.mode == "semi-async" and following is not None:
+        # Every step enqueues one batch (or the end marker) and retires one, so the
+        # next batch is always in flight here.
+        following = self._inflight[1]
+        if self.mode == "semi-async":
             # Issued before this batch's sparse update: reads rows one update old.
             following.lookup_future = self._submit(self._lookup_task, following)
-            self._enqueue_next()
-        elif following is None:
             self._enqueue_next()
 
         result = self._dense_step(step, outputs, event)
@@ -463,7 +463,7 @@ class TrainPipeline:
         grads_ready = self.streams.record()
         step.backward_future = self._submit(self._backward_task, step, grads_ready)
         self._last_backward = step.backward_future
-        if self.mode == "sync" and following is not None:
+        if self.mode == "sync":
             following.lookup_future = self._submit(self._lookup_task, following)
             self._enqueue_next()
         with self.timeline.span(COMPUTE):
