@@ -12,7 +12,9 @@ baseline's median.
 
 writes ``{"cases": [{"name", "world", "mode", "samples_per_s", "compute_frac",
 "exposed_comm_frac", "idle_frac", ...}], ...}``. Fractions are for our loops only
-(TorchRec's pipeline has no per-stage timer); ``samples_per_s`` is summed over ranks.
+(TorchRec's pipeline has no per-stage timer); ``samples_per_s`` is summed over ranks;
+``samples_per_cpu_s`` divides by the CPU time all ranks' processes used (on a shared
+machine a loop with more threads can win wall time by taking more of the cores).
 ``--probe`` also runs TorchRec's semi-sync and prefetch pipelines once and records how
 they fail on CPU.
 """
@@ -63,7 +65,11 @@ def _measure(args: argparse.Namespace, world: int) -> list[dict]:
         # Throughput of the job: all ranks' samples over the slowest rank's time.
         seconds = max(r["seconds"] for r in ranks)
         samples = sum(r["timed_samples"] for r in ranks)
-        row = {"samples_per_s": samples / seconds if seconds > 0 else 0.0}
+        cpu = sum(r["cpu_seconds"] for r in ranks)
+        row = {
+            "samples_per_s": samples / seconds if seconds > 0 else 0.0,
+            "samples_per_cpu_s": samples / cpu if cpu > 0 else 0.0,
+        }
         if "fractions" in ranks[0]:
             for key in FRACTIONS:
                 row[key] = statistics.mean(r["fractions"][key] for r in ranks)
@@ -82,6 +88,9 @@ def _measure(args: argparse.Namespace, world: int) -> list[dict]:
             "samples_per_s": statistics.median(speeds),
             "samples_per_s_reps": speeds,
             "speedup_vs_torchrec": statistics.median(speeds) / base,
+            "samples_per_cpu_s": statistics.median(
+                r["samples_per_cpu_s"] for r in rows
+            ),
         }
         for key in FRACTIONS:
             have = key in rows[0]
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"{'case':40s} {'samples/s':>10s} {'vs TR':>6s} "
-        f"{'comp':>5s} {'exp':>5s} {'idle':>5s}"
+        f"{'comp':>5s} {'exp':>5s} {'idle':>5s} {'smp/cpu-s':>9s}"
     )
     for c in out["cases"]:
         fr = [
@@ -150,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print(
             f"{c['name']:40s} {c['samples_per_s']:10.1f} "
-            f"{c['speedup_vs_torchrec']:6.2f} {' '.join(fr)}"
+            f"{c['speedup_vs_torchrec']:6.2f} {' '.join(fr)} "
+            f"{c['samples_per_cpu_s']:9.1f}"
         )
     if "torchrec_cpu_probe" in out:
         for loop, outcome in out["torchrec_cpu_probe"].items():

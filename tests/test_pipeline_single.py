@@ -89,7 +89,7 @@ def _plain_losses(split, epochs=1):
     return losses, model
 
 
-def _pipeline_losses(split, mode, dedup, epochs=1):
+def _pipeline_losses(split, mode, dedup, epochs=1, sparse_thread=None):
     model = _model(split)
     dense, sparse = _split_optimizers(model)
     pipeline = TrainPipeline(
@@ -100,6 +100,7 @@ def _pipeline_losses(split, mode, dedup, epochs=1):
         sparse_optimizer=sparse,
         prepare=RetrievalBatchPreparer(_sampler(split)),
         dedup=dedup,
+        sparse_thread=sparse_thread,
     )
     torch.manual_seed(123)
     losses = []
@@ -117,10 +118,14 @@ def _pipeline_losses(split, mode, dedup, epochs=1):
     return losses, model, pipeline
 
 
-@pytest.mark.parametrize("dedup", [False, True])
-def test_sync_reproduces_plain_loop_exactly(split, dedup):
+@pytest.mark.parametrize(
+    "dedup, sparse_thread", [(False, False), (True, False), (True, True)]
+)
+def test_sync_reproduces_plain_loop_exactly(split, dedup, sparse_thread):
     plain, plain_model = _plain_losses(split, epochs=2)
-    piped, piped_model, pipeline = _pipeline_losses(split, "sync", dedup, epochs=2)
+    piped, piped_model, pipeline = _pipeline_losses(
+        split, "sync", dedup, epochs=2, sparse_thread=sparse_thread
+    )
 
     assert len(plain) == 2 * len(_loader(split))
     assert piped == plain

@@ -194,6 +194,7 @@ def _train(job: RetrievalJob, rank: int) -> dict[str, Any]:
     for step in itertools.count():
         if step == job.warmup:
             start = time.perf_counter()
+            cpu_start = time.process_time()
             if not torchrec_loop:
                 pipeline.timeline.totals = dict.fromkeys(pipeline.timeline.totals, 0.0)
                 pipeline.timeline.steps = 0
@@ -212,10 +213,15 @@ def _train(job: RetrievalJob, rank: int) -> dict[str, Any]:
             if start is not None:
                 timed_samples += job.batch_size
     seconds = time.perf_counter() - start if start is not None else 0.0
+    # CPU time of the whole process (every thread, gloo's included): on a shared
+    # machine, throughput per CPU-second separates doing less work from using more
+    # cores.
+    cpu_seconds = time.process_time() - cpu_start if start is not None else 0.0
     result: dict[str, Any] = {
         "rank": rank,
         "losses": losses,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "timed_samples": timed_samples,
     }
     if not torchrec_loop:

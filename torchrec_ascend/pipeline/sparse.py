@@ -45,6 +45,7 @@ class SparseWork:
     plan: DedupPlan | None = None
     ctx: Any = None
     pending: Any = None
+    pending_values: bool = False
     dist_input: Any = None
     output: Any = None
     sources: list[torch.Tensor] = field(default_factory=list)
@@ -149,12 +150,22 @@ class SparseModuleStage:
         work.pending = self.module.input_dist(work.ctx, work.features)
         self.timeline.record(COMPUTE, start, time.perf_counter())
 
+    def advance_input_dist(self, work: SparseWork) -> None:
+        """Waits for the splits exchange, which issues the ids' all-to-all."""
+        if not self.sharded or work.pending is None or work.pending_values:
+            return
+        start = time.perf_counter()
+        work.pending = work.pending.wait()
+        work.pending_values = True
+        self.timeline.record(COMM, start, time.perf_counter())
+
     def finish_input_dist(self, work: SparseWork) -> None:
         """Waits for the KJT all-to-all; the ids are then on their owning ranks."""
         if not self.sharded:
             return
+        self.advance_input_dist(work)
         start = time.perf_counter()
-        work.dist_input = work.pending.wait().wait()
+        work.dist_input = work.pending.wait()
         work.pending = None
         self.timeline.record(COMM, start, time.perf_counter())
 

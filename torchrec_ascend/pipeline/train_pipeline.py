@@ -155,6 +155,9 @@ class TrainPipeline:
         process_group: group for the per-step agreement on uneven data; default the
             sharded modules' group, else the world.
         prefetch: batches the host thread prepares ahead.
+        sparse_thread: run the sparse stages on a worker thread; default: in
+            semi-async mode and on devices with streams, inline (single-threaded,
+            with asynchronous all-to-alls) for sync mode on CPU.
 
     Example::
 
@@ -183,6 +186,7 @@ class TrainPipeline:
         dedup: bool = True,
         process_group: Any = None,
         prefetch: int = 2,
+        sparse_thread: bool | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -194,6 +198,13 @@ class TrainPipeline:
         self.forward = forward or _default_forward
         self.pad_batch = pad_batch
         self.prefetch = prefetch
+        # A worker thread lets the sparse backward and the next lookup run during
+        # the dense step; sync mode on a streamless device has little to overlap that
+        # the asynchronous all-to-alls do not already hide, and there the thread
+        # handoffs cost more than they save.
+        if sparse_thread is None:
+            sparse_thread = mode == "semi-async" or DeviceStreams(device).enabled
+        self.sparse_thread = sparse_thread
         self.timeline = StageTimeline()
         self.streams = DeviceStreams(self.device)
         self.stats = {"batches": 0, "padding_batches": 0, "dropped_batches": 0}
@@ -216,7 +227,8 @@ class TrainPipeline:
         )
         self._group = self._agreement_group(process_group)
         if mode != "plain":
-            self._check_separate_dense_group()
+            if self.sparse_thread:
+                self._check_separate_dense_group()
             self._check_local_tables_not_in(optimizer)
             for stage in self.stages.values():
                 stage.install()
@@ -298,7 +310,7 @@ class TrainPipeline:
                 )
 
     def _start(self, dataloader_iter: Iterator[Any]) -> None:
-        if self._worker is None:
+        if self._worker is None and self.sparse_thread:
             self._worker = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="torchrec-ascend-sparse"
             )
@@ -333,14 +345,14 @@ class TrainPipeline:
             self.streams.wait(step.prepared.ready_event)
             for fqn, stage in self.stages.items():
                 stage.start_input_dist(step.prepared.works[fqn])
-            for fqn, stage in self.stages.items():
-                stage.finish_input_dist(step.prepared.works[fqn])
             return None
 
     def _lookup_task(self, step: _Step) -> Any:
         if step.dist_future is None or step.dist_future.result() is _STOP:
             return _STOP
         with self.streams.use("sparse"):
+            for fqn, stage in self.stages.items():
+                stage.finish_input_dist(step.prepared.works[fqn])
             outputs = {
                 fqn: stage.lookup(step.prepared.works[fqn])
                 for fqn, stage in self.stages.items()
@@ -367,7 +379,14 @@ class TrainPipeline:
                     self.sparse_optimizer.zero_grad(set_to_none=True)
 
     def _submit(self, fn: Callable, *args: Any) -> Future:
-        assert self._worker is not None
+        if self._worker is None:
+            # Inline: run now on this thread, in the same order a worker would.
+            future: Future = Future()
+            try:
+                future.set_result(fn(*args))
+            except BaseException as error:
+                future.set_exception(error)
+            return future
         return self._worker.submit(fn, *args)
 
     # -- main thread -------------------------------------------------------------------
@@ -458,7 +477,9 @@ class TrainPipeline:
             following.lookup_future = self._submit(self._lookup_task, following)
             self._enqueue_next()
 
-        result = self._dense_step(step, outputs, event)
+        ready = following.dist_future
+        issued = ready is not None and ready.done() and ready.result() is None
+        result = self._dense_step(step, outputs, event, following if issued else None)
 
         grads_ready = self.streams.record()
         step.backward_future = self._submit(self._backward_task, step, grads_ready)
@@ -471,7 +492,9 @@ class TrainPipeline:
         self._inflight.popleft()
         return result
 
-    def _dense_step(self, step: _Step, outputs: dict, event: Any) -> Any:
+    def _dense_step(
+        self, step: _Step, outputs: dict, event: Any, following: _Step | None
+    ) -> Any:
         prepared = step.prepared
         assert prepared is not None
         self.streams.wait(prepared.ready_event)
@@ -485,6 +508,12 @@ class TrainPipeline:
             with self.timeline.span(COMPUTE):
                 self.optimizer.zero_grad(set_to_none=True)
                 loss, output = _split_output(self.forward(self.model, prepared.batch))
+            if following is not None and self._worker is None:
+                # Single thread: issue the next batch's id all-to-all now, so it
+                # travels during this backward (a worker thread does it by itself).
+                for fqn, stage in self.stages.items():
+                    stage.advance_input_dist(following.prepared.works[fqn])
+            with self.timeline.span(COMPUTE):
                 loss.backward()
         finally:
             for stage in self.stages.values():
