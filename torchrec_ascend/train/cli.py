@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["lpt", "kk"],
         help="cost partitioner of --balance global",
     )
+    p.add_argument(
+        "--pipeline",
+        default="plain",
+        choices=["plain", "sync", "semi-async"],
+        help="train loop: plain, or torchrec_ascend.pipeline in sync / semi-async "
+        "mode (stage fractions go to metrics.json train.pipeline)",
+    )
     return p
 
 
@@ -102,6 +109,7 @@ def main(argv=None) -> int:
         output_dir=output_dir,
         resume=args.resume,
         progress=not args.no_progress and (strategy is None or strategy.is_main),
+        pipeline=args.pipeline,
     )
     try:
         metrics = train(spec, strategy)

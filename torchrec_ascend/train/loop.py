@@ -49,6 +49,7 @@ class RunSpec:
     output_dir: Path
     resume: bool = False
     progress: bool = True
+    pipeline: str = "plain"
 
 
 class Trainer:
@@ -78,6 +79,14 @@ class Trainer:
             betas=(0.9, 0.98),
             weight_decay=cfg.train.weight_decay,
         )
+        # Pipelined modes train through torchrec_ascend.pipeline; plain keeps the
+        # loop below.
+        self.pipeline = None
+        if spec.pipeline != "plain":
+            from torchrec_ascend.pipeline.trainer import PipelinedEpochs
+
+            self.pipeline = PipelinedEpochs(self.model, self.optimizer, spec.pipeline)
+            self.optimizer = self.pipeline.optimizer
         self.history: list[dict] = []
         self.start_epoch = 0
         self.best = {"epoch": -1, "ndcg@10": -1.0, "valid": None}
@@ -160,6 +169,9 @@ class Trainer:
             mininterval=1.0,
             dynamic_ncols=True,
         )
+        if self.pipeline is not None:
+            # Limitation: the pipelined loop keeps a constant learning rate.
+            return self.pipeline.train_epoch(bar, sampler, self.timing, epoch)
         steps_per_epoch = len(loader)
         for batch in bar:
             start = time.perf_counter()
@@ -300,6 +312,8 @@ class Trainer:
             },
             "history": self.history,
         }
+        if self.pipeline is not None:
+            metrics["train"]["pipeline"] = self.pipeline.summary()
         if self.is_main:
             with open(spec.output_dir / "metrics.json", "w") as f:
                 json.dump(metrics, f, indent=2)

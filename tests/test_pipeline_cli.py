@@ -1,0 +1,64 @@
+"""The train loop's --pipeline hook: same losses as the plain loop in sync mode, stage
+fractions in metrics.json, and the CLI flag."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from torchrec_ascend.data import leave_one_out
+from torchrec_ascend.data.synthetic import synthetic_sequence_dataset
+from torchrec_ascend.models import get_preset
+from torchrec_ascend.train.cli import build_parser
+from torchrec_ascend.train.loop import RunSpec, train
+
+
+@pytest.fixture(autouse=True)
+def one_intra_op_thread():
+    # Bitwise comparisons need repeatable kernels (see test_pipeline_single).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(tmp_path, split, mode):
+    cfg = get_preset("smoke")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
+    spec = RunSpec(
+        dataset="synthetic",
+        split=split,
+        config=cfg,
+        seed=0,
+        output_dir=tmp_path / mode,
+        progress=False,
+        pipeline=mode,
+    )
+    train(spec)
+    return json.loads((tmp_path / mode / "metrics.json").read_text())
+
+
+def test_pipeline_sync_matches_plain_and_reports_fractions(tmp_path):
+    split = leave_one_out(synthetic_sequence_dataset(300, 200, 15, seed=2))
+    plain = _run(tmp_path, split, "plain")
+    sync = _run(tmp_path, split, "sync")
+
+    losses = [row["train_loss"] for row in plain["history"]]
+    assert [row["train_loss"] for row in sync["history"]] == losses
+    assert sync["test"] == plain["test"]
+    assert "pipeline" not in plain["train"]
+    stages = sync["train"]["pipeline"]
+    assert stages["mode"] == "sync"
+    assert stages["steps"] == 5  # 300 users, batch 64
+    total = stages["compute_frac"] + stages["exposed_comm_frac"] + stages["idle_frac"]
+    assert total == pytest.approx(1.0, abs=1e-9)
+    assert 0.0 < stages["compute_frac"] <= 1.0
+
+
+def test_cli_accepts_the_pipeline_modes():
+    parser = build_parser()
+    assert parser.parse_args([]).pipeline == "plain"
+    assert parser.parse_args(["--pipeline", "semi-async"]).pipeline == "semi-async"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--pipeline", "async"])
