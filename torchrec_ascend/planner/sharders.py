@@ -1,7 +1,7 @@
 """Sharders that offer every model-parallel sharding type on CPU and NPU.
 
 TorchRec 1.8's `EmbeddingBagCollectionSharder` offers row-wise, table-row-wise and
-grid sharding only when the compute device is "cuda", although the sharded modules
+grid sharding only when the compute device is CUDA, although the sharded modules
 and their fused TBE kernel (FBGEMM's CPU build, or torch_npu's port) are
 device-generic: a 2-rank gloo run on CPU shards row-wise, table-row-wise and grid
 and trains. These sharders lift the device gate and keep the kernel choice to the
@@ -20,6 +20,8 @@ from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.types import ModuleSharder, ShardingType
+
+from torchrec_ascend.device import CUDA
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +63,14 @@ class DeviceGenericEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
     """
 
     def sharding_types(self, compute_device_type: str) -> list[str]:
-        if compute_device_type == "cuda":
+        if compute_device_type == CUDA:
             return super().sharding_types(compute_device_type)
         return [t.value for t in _POOLED_TYPES]
 
     def compute_kernels(
         self, sharding_type: str, compute_device_type: str
     ) -> list[str]:
-        if compute_device_type == "cuda":
+        if compute_device_type == CUDA:
             return super().compute_kernels(sharding_type, compute_device_type)
         return _kernels(sharding_type)
 
@@ -82,7 +84,7 @@ class DeviceGenericEmbeddingCollectionSharder(EmbeddingCollectionSharder):
     def compute_kernels(
         self, sharding_type: str, compute_device_type: str
     ) -> list[str]:
-        if compute_device_type == "cuda":
+        if compute_device_type == CUDA:
             return super().compute_kernels(sharding_type, compute_device_type)
         return _kernels(sharding_type)
 

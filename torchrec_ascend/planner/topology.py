@@ -14,13 +14,15 @@ from dataclasses import dataclass
 import torch
 from torchrec.distributed.planner.types import Topology as TorchRecTopology
 
+from torchrec_ascend.device import CPU, CUDA, NPU
+
 logger = logging.getLogger(__name__)
 
 INTRA_NODE = "intra"
 INTER_NODE = "inter"
 LINK_TIERS = (INTRA_NODE, INTER_NODE)
 
-_DEVICE_TYPES = ("cpu", "cuda", "npu")
+_DEVICE_TYPES = (CPU, CUDA, NPU)
 _GIB = 1024**3
 _GB = 1e9
 
@@ -32,7 +34,8 @@ class ClusterTopology:
     Attributes:
         num_hosts: machines in the job.
         devices_per_host: ranks per machine (LOCAL_WORLD_SIZE).
-        device_type: "npu", "cuda" or "cpu"; plans place shards on `<type>:<i>`.
+        device_type: NPU, CUDA or CPU (torchrec_ascend.device); plans place
+            shards on `<type>:<i>`.
         intra_node_bandwidth: bytes/s one device can send to peers on its host.
         inter_node_bandwidth: bytes/s one device can send to other hosts (its NIC
             share).
@@ -92,15 +95,15 @@ class ClusterTopology:
     def to_torchrec(self, world_size: int | None = None) -> TorchRecTopology:
         """TorchRec's planner topology for `world_size` ranks (a whole HSP group).
 
-        TorchRec's enumerator only knows "cpu", "cuda" and "mtia"; an NPU is planned
-        as an HBM accelerator ("cuda") and its placements renamed afterwards.
+        TorchRec's enumerator only knows CPU, CUDA and MTIA; an NPU is planned as an
+        HBM accelerator (CUDA) and its placements renamed afterwards.
         """
         world = self.world_size if world_size is None else world_size
         accel = self.device_type != "cpu"
         return TorchRecTopology(
             world_size=world,
             local_world_size=min(self.devices_per_host, world),
-            compute_device="cuda" if accel else "cpu",
+            compute_device=CUDA if accel else CPU,
             hbm_cap=self.device_memory if accel else 0,
             ddr_cap=self.host_memory,
             intra_host_bw=self.intra_node_bandwidth,
@@ -131,7 +134,7 @@ def gpu_nodes(num_hosts: int, devices_per_host: int = 8) -> ClusterTopology:
     return ClusterTopology(
         num_hosts=num_hosts,
         devices_per_host=devices_per_host,
-        device_type="cuda",
+        device_type=CUDA,
         intra_node_bandwidth=300 * _GB,
         inter_node_bandwidth=50 * _GB,
         latency_s=15e-6,

@@ -31,26 +31,13 @@ from torchrec_ascend.balance import (
     train_lengths,
 )
 from torchrec_ascend.data import LeaveOneOutSplit, TrainSequences
+from torchrec_ascend.device import collective_backend
 from torchrec_ascend.models import ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
-_BACKENDS = {"cpu": "gloo", "cuda": "nccl", "npu": "hccl"}
-
-
-def backend_for(device: torch.device | str) -> str:
-    """The collective backend of a device type: gloo (cpu), nccl (cuda), hccl (npu).
-
-    Raises:
-        ValueError: For a device type without a known backend.
-    """
-    kind = torch.device(device).type
-    if kind not in _BACKENDS:
-        raise ValueError(
-            f"no collective backend known for device type {kind!r}; "
-            f"known: {sorted(_BACKENDS)}"
-        )
-    return _BACKENDS[kind]
+# The device layer owns the device -> collective backend table.
+backend_for = collective_backend
 
 
 def launched_by_torchrun() -> bool:
