@@ -133,18 +133,19 @@ class Trainer:
             cfg.loss.shared_negatives,
             seed=self.spec.seed * 100_003 + epoch,
         )
+        # Negative ids are drawn ahead by a worker thread, off the step's path.
+        prefetched = sampler.in_background(loader)
         self.model.train()
         total_loss, steps = 0.0, 0
         bar = tqdm(
-            loader,
+            prefetched,
             desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
             disable=not self.spec.progress,
             mininterval=1.0,
             dynamic_ncols=True,
         )
-        for batch in bar:
+        for batch, negatives in bar:
             start = time.perf_counter()
-            negatives = sampler.sample(batch.num_tokens)
             loss = self.model(
                 batch.features,
                 batch.targets,
@@ -174,6 +175,13 @@ class Trainer:
                 loss=f"{total_loss / steps:.4f}",
                 samples_s=f"{t['samples'] / max(t['seconds'], 1e-9):.0f}",
             )
+        stats = prefetched.stats
+        logger.debug(
+            "epoch %d negatives: %.3f s sampling in the background, %.3f s waited",
+            epoch + 1,
+            stats.sample_seconds,
+            stats.wait_seconds,
+        )
         return total_loss / max(steps, 1)
 
     def fit(self) -> dict:
