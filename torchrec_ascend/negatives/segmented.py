@@ -14,9 +14,14 @@ import torch
 from torchrec_ascend.negatives.streaming import NegativeStore
 
 
-def _normalize(rows: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    norm = rows.norm(dim=-1, keepdim=True)
-    return rows / norm.clamp_min(eps), norm
+def _inverse_norm(rows: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, R, 1) 1 / max(|row|, eps), and the mask of rows whose norm is not clamped.
+
+    Normalisation is folded into the small (s, R, K) logits and gradients instead of
+    materialising normalised (s, R, D) rows.
+    """
+    norm = torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
+    return norm.clamp_min(eps).reciprocal(), norm > eps
 
 
 class _SegmentedNegativeLogits(torch.autograd.Function):
@@ -26,8 +31,9 @@ class _SegmentedNegativeLogits(torch.autograd.Function):
         num_positions, num_negatives = rows.shape[0], rows.shape[1]
         logits = queries.new_empty(num_positions, num_negatives, queries.shape[1])
         for start, stop, segment in store.forward_segments(segment_size, queries.dtype):
-            unit, _ = _normalize(segment, eps)
-            logits[start:stop] = torch.bmm(unit, queries[start:stop].transpose(1, 2))
+            inverse, _ = _inverse_norm(segment, eps)
+            raw = torch.bmm(segment, queries[start:stop].transpose(1, 2))
+            torch.mul(raw, inverse, out=logits[start:stop])
         ctx.save_for_backward(queries)
         # Not in save_for_backward: it may live on the host in another dtype.
         ctx.store = store
@@ -47,17 +53,20 @@ class _SegmentedNegativeLogits(torch.autograd.Function):
                 (*store.rows.shape[:2], queries.shape[-1]), dtype=ctx.rows_dtype
             )
         for start, stop, segment in store.segments(ctx.segment_size, queries.dtype):
-            unit, norm = _normalize(segment, eps)
-            grad = grad_logits[start:stop]
+            inverse, unclamped = _inverse_norm(segment, eps)
+            # Gradient with respect to the raw dot products <row, query>.
+            grad = grad_logits[start:stop] * inverse
             if need_queries:
-                grad_queries[start:stop] = torch.bmm(grad.transpose(1, 2), unit)
+                grad_queries[start:stop] = torch.bmm(grad.transpose(1, 2), segment)
             if need_rows:
-                grad_unit = torch.bmm(grad, queries[start:stop])
-                # Derivative of x / max(|x|, eps): the radial part vanishes only
-                # where the norm is not clamped.
-                radial = (unit * grad_unit).sum(-1, keepdim=True) * (norm > eps)
-                grad_rows[start:stop] = (grad_unit - unit * radial) / norm.clamp_min(
-                    eps
+                # d(x / max(|x|, eps)): the radial part is removed only where the
+                # norm is not clamped; with g = dL/d<x, q>:
+                # dL/dx = g q - x (x . g q) / |x|^2.
+                grad_direct = torch.bmm(grad, queries[start:stop])
+                radial = (segment * grad_direct).sum(-1, keepdim=True)
+                radial *= inverse.square() * unclamped
+                torch.addcmul(
+                    grad_direct, segment, radial, value=-1, out=grad_rows[start:stop]
                 )
         ctx.store = None
         return grad_queries, grad_rows, None, None, None, None
