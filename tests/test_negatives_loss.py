@@ -271,3 +271,20 @@ def test_bad_shapes_are_named():
         SampledSoftmaxLoss(0.1, negative_dtype="float8")
     with pytest.raises(ValueError, match="expansion"):
         SampledSoftmaxLoss(0.1, expansion=0)
+
+
+def test_store_keeps_one_copy_in_the_storage_dtype_and_segments_cover_all():
+    from torchrec_ascend.negatives import NegativeStore
+
+    rows = torch.randn(10, 3, 4)
+    same = NegativeStore(rows, torch.float32, offload=True)
+    assert same.rows.data_ptr() == rows.data_ptr()  # CPU fp32: no copy
+    half = NegativeStore(rows, torch.float16, offload=True)
+    assert half.rows.dtype == torch.float16
+    pieces = list(half.segments(4, torch.float32))
+    assert [(a, b) for a, b, _ in pieces] == [(0, 4), (4, 8), (8, 10)]
+    torch.testing.assert_close(
+        torch.cat([p for _, _, p in pieces]), rows.half().float(), atol=0, rtol=0
+    )
+    forward = torch.cat([p for _, _, p in half.forward_segments(3, torch.float32)])
+    torch.testing.assert_close(forward, rows.half().float(), atol=0, rtol=0)

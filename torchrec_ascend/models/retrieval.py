@@ -175,6 +175,10 @@ class SequentialRetrieval(nn.Module):
             item_rows, history.lengths(), timestamps, query_timestamps
         )
         positives = F.normalize(target_rows, dim=-1, eps=1e-6)
+        # Limitation: the EmbeddingCollection returns fp32 rows for every feature, so
+        # with reduced-precision negatives the fp32 negative rows still exist until
+        # the loss has stored its rounded copy; a lookup kernel emitting fp16 for
+        # the "negative" feature only would remove that transient.
         # Negatives go in raw: the loss normalises them (segment by segment when
         # offloading, so no normalised (L, R, D) copy is ever made here).
         negatives = negative_rows.reshape(*negative_ids.shape, -1)
