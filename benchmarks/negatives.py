@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -379,6 +380,42 @@ def merge_results(paths: list[Path]) -> dict:
     return merged
 
 
+_EPOCH_LINE = re.compile(r"epoch (\d+) loss \S+ valid ndcg@10 (\S+) hr@10 (\S+)")
+_LOG_NAME = re.compile(r"quality_(.+)_seed(\d+)\.log$")
+
+
+def rows_from_logs(paths: list[Path]) -> list[dict]:
+    """Validation NDCG@10/HR@10 of unfinished quality runs, at the last epoch that
+    every run reached (logs named ``quality_<variant>_seed<seed>.log``).
+
+    Used when the machine is too loaded for the runs to finish: the comparison
+    stays like for like because every run is read at the same epoch.
+    """
+    curves = {}
+    for path in paths:
+        match = _LOG_NAME.search(path.name)
+        if match is None:
+            raise ValueError(f"{path}: expected quality_<variant>_seed<seed>.log")
+        curves[(match.group(1), int(match.group(2)))] = {
+            int(m.group(1)): (float(m.group(2)), float(m.group(3)))
+            for m in _EPOCH_LINE.finditer(path.read_text())
+        }
+    common = min(max(curve, default=0) for curve in curves.values())
+    if common == 0:
+        raise ValueError("some run has not finished its first epoch")
+    return [
+        {
+            "variant": variant,
+            "seed": seed,
+            "ndcg@10": curve[common][0],
+            "hr@10": curve[common][1],
+            "split": "valid",
+            "epoch": common,
+        }
+        for (variant, seed), curve in sorted(curves.items())
+    ]
+
+
 # -- driver ------------------------------------------------------------------------
 
 
@@ -417,7 +454,9 @@ def main(argv=None) -> int:
         type=Path,
         nargs="+",
         default=None,
-        help="combine these JSON outputs (e.g. runs split by seed) into --json",
+        help="combine these JSON outputs (runs split by seed/variant) into --json; "
+        "quality_<variant>_seed<seed>.log files instead give validation metrics at "
+        "the last epoch every run reached",
     )
     # Internal: one memory cell in a fresh process.
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
@@ -429,7 +468,11 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.merge:
-        merged = merge_results(args.merge)
+        logs = [path for path in args.merge if path.suffix == ".log"]
+        merged = merge_results([path for path in args.merge if path not in logs])
+        if logs:
+            merged["quality"] = rows_from_logs(logs)
+            merged["quality_summary"] = summarize_quality(merged["quality"])
         if args.json:
             _write(args.json, merged, merge=False)
         print(json.dumps(merged.get("quality_summary", {}), indent=2))
