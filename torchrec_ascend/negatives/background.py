@@ -57,14 +57,17 @@ class SamplingStats:
         batches: batches produced.
         load_seconds: worker time fetching batches from the loader.
         sample_seconds: worker time drawing negative ids.
-        wait_seconds: consumer time blocked waiting for the next item (the part
-            of loading and sampling left on the critical path).
+        fill_seconds: consumer time waiting for the first item (the pipeline
+            filling once per pass; no overlap is possible there).
+        wait_seconds: consumer time blocked waiting for every later item (the
+            part of loading and sampling left on the critical path).
         ids: negative ids drawn.
     """
 
     batches: int = 0
     load_seconds: float = 0.0
     sample_seconds: float = 0.0
+    fill_seconds: float = 0.0
     wait_seconds: float = 0.0
     ids: int = 0
 
@@ -117,11 +120,17 @@ class BackgroundNegativeSampler:
             target=self._work, args=(ready, stop), name="negative-sampler", daemon=True
         )
         worker.start()
+        first = True
         try:
             while True:
                 start = time.perf_counter()
                 item = ready.get()
-                self.stats.wait_seconds += time.perf_counter() - start
+                waited = time.perf_counter() - start
+                if first:
+                    self.stats.fill_seconds += waited
+                    first = False
+                else:
+                    self.stats.wait_seconds += waited
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):
