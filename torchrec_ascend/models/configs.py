@@ -87,11 +87,24 @@ class LossConfig:
         temperature: logits are cosine similarities divided by this.
         shared_negatives: one negative set for the whole batch instead of one per
             token; each token still sees ``num_negatives`` uniform negatives.
+        negative_dtype: "float32", "float16" or "bfloat16"; precision of the
+            negative rows only (positives, the model and the loss stay fp32).
+        offload_negatives: per-token negatives: compute their logits in segments of
+            valid positions, recomputing normalisation in backward, with the rows in
+            pinned host memory on accelerators (a bounded working set on CPU).
+        segment_size: valid positions per segment when offloading.
+        logit_sharing: expansion factor k of intra-batch logit sharing (per-token
+            negatives only): each token also scores the negatives of k - 1 other
+            tokens, so ``num_negatives`` lookups give k x ``num_negatives`` logits.
     """
 
     num_negatives: int = 128
     temperature: float = 0.05
     shared_negatives: bool = False
+    negative_dtype: str = "float32"
+    offload_negatives: bool = True
+    segment_size: int = 256
+    logit_sharing: int = 1
 
     def __post_init__(self) -> None:
         _check(
@@ -101,6 +114,24 @@ class LossConfig:
         _check(
             self.temperature > 0,
             f"temperature must be positive, got {self.temperature}",
+        )
+        _check(
+            self.negative_dtype in ("float32", "float16", "bfloat16"),
+            "negative_dtype must be float32, float16 or bfloat16, "
+            f"got {self.negative_dtype!r}",
+        )
+        _check(
+            isinstance(self.segment_size, int) and self.segment_size > 0,
+            f"segment_size must be a positive int, got {self.segment_size!r}",
+        )
+        _check(
+            isinstance(self.logit_sharing, int) and self.logit_sharing >= 1,
+            f"logit_sharing must be an int >= 1, got {self.logit_sharing!r}",
+        )
+        _check(
+            self.logit_sharing == 1 or not self.shared_negatives,
+            "logit_sharing > 1 needs per-token negatives (shared_negatives=False); "
+            "shared negatives are already scored by every token",
         )
 
 

@@ -87,7 +87,14 @@ class SequentialRetrieval(nn.Module):
             self.encoder = HSTUEncoder(mcfg, self.use_timestamps)
         else:
             self.encoder = SASRecEncoder(mcfg)
-        self.loss_fn = SampledSoftmaxLoss(config.loss.temperature)
+        lcfg = config.loss
+        self.loss_fn = SampledSoftmaxLoss(
+            lcfg.temperature,
+            expansion=lcfg.logit_sharing,
+            negative_dtype=lcfg.negative_dtype,
+            offload_negatives=lcfg.offload_negatives,
+            segment_size=lcfg.segment_size,
+        )
 
     # -- lookups -------------------------------------------------------------------
 
@@ -168,9 +175,13 @@ class SequentialRetrieval(nn.Module):
             item_rows, history.lengths(), timestamps, query_timestamps
         )
         positives = F.normalize(target_rows, dim=-1, eps=1e-6)
-        negatives = F.normalize(negative_rows, dim=-1, eps=1e-6)
-        if negative_ids.dim() == 2:
-            negatives = negatives.reshape(*negative_ids.shape, -1)
+        # Limitation: the EmbeddingCollection returns fp32 rows for every feature, so
+        # with reduced-precision negatives the fp32 negative rows still exist until
+        # the loss has stored its rounded copy; a lookup kernel emitting fp16 for
+        # the "negative" feature only would remove that transient.
+        # Negatives go in raw: the loss normalises them (segment by segment when
+        # offloading, so no normalised (L, R, D) copy is ever made here).
+        negatives = negative_rows.reshape(*negative_ids.shape, -1)
         return self.loss_fn(queries, positives, targets, negatives, negative_ids)
 
     @torch.no_grad()

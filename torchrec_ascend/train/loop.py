@@ -162,8 +162,7 @@ class Trainer:
         )
         self.model.train()
         total_loss, steps = 0.0, 0
-        bar = tqdm(
-            loader,
+        progress = dict(
             desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
             disable=not self.spec.progress,
             mininterval=1.0,
@@ -171,13 +170,17 @@ class Trainer:
         )
         if self.pipeline is not None:
             # Limitation: the pipelined loop keeps a constant learning rate.
-            return self.pipeline.train_epoch(bar, sampler, self.timing, epoch)
+            return self.pipeline.train_epoch(
+                tqdm(loader, **progress), sampler, self.timing, epoch
+            )
         steps_per_epoch = len(loader)
-        for batch in bar:
+        # Negative ids are drawn ahead by a worker thread, off the step's path.
+        prefetched = sampler.in_background(loader)
+        bar = tqdm(prefetched, **progress)
+        for batch, negatives in bar:
             start = time.perf_counter()
             self._set_learning_rate(epoch * steps_per_epoch + steps, steps_per_epoch)
             self.optimizer.zero_grad(set_to_none=True)
-            negatives = sampler.sample(batch.num_tokens)
             if batch.batch_size:
                 loss = self.model(
                     batch.features,
@@ -214,6 +217,13 @@ class Trainer:
                 loss=f"{total_loss / steps:.4f}",
                 samples_s=f"{t['samples'] / max(t['seconds'], 1e-9):.0f}",
             )
+        stats = prefetched.stats
+        logger.debug(
+            "epoch %d negatives: %.3f s sampling in the background, %.3f s waited",
+            epoch + 1,
+            stats.sample_seconds,
+            stats.wait_seconds,
+        )
         return total_loss / max(steps, 1)
 
     def _set_learning_rate(self, step: int, steps_per_epoch: int) -> None:

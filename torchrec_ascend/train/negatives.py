@@ -1,6 +1,10 @@
-"""Uniform negative sampling of item ids on the host."""
+"""Uniform negative sampling of item ids on the host, optionally in the background."""
+
+from collections.abc import Iterable
 
 import torch
+
+from torchrec_ascend.negatives import BackgroundNegativeSampler, sample_valid_positions
 
 
 class UniformNegativeSampler:
@@ -32,3 +36,17 @@ class UniformNegativeSampler:
             (self.num_negatives,) if self.shared else (num_tokens, self.num_negatives)
         )
         return torch.randint(1, self.num_items + 1, shape, generator=self.generator)
+
+    def sample_batch(self, batch) -> torch.Tensor:
+        """Ids for one ``SequenceBatch``: (R,) when shared, else one row per valid
+        (jagged) position, (sum(lengths), R)."""
+        if self.shared:
+            return self.sample(0)
+        return sample_valid_positions(
+            batch.lengths, self.num_negatives, self.num_items, self.generator
+        )
+
+    def in_background(self, batches: Iterable, depth: int = 2):
+        """Iterates ``(batch, negative_ids)`` with the ids drawn by a worker thread
+        ``depth`` batches ahead (see :class:`BackgroundNegativeSampler`)."""
+        return BackgroundNegativeSampler(batches, self.sample_batch, depth=depth)
