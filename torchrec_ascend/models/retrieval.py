@@ -171,9 +171,36 @@ class SequentialRetrieval(nn.Module):
         item_rows, target_rows, negative_rows = self._lookup(
             history, targets, negative_ids
         )
-        queries = self._encode(
-            item_rows, history.lengths(), timestamps, query_timestamps
+        return self.loss_from_rows(
+            item_rows,
+            target_rows,
+            negative_rows,
+            history.lengths(),
+            targets,
+            negative_ids,
+            timestamps,
+            query_timestamps,
         )
+
+    def loss_from_rows(
+        self,
+        item_rows: torch.Tensor,
+        target_rows: torch.Tensor,
+        negative_rows: torch.Tensor,
+        lengths: torch.Tensor,
+        targets: torch.Tensor,
+        negative_ids: torch.Tensor,
+        timestamps: torch.Tensor | None = None,
+        query_timestamps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The loss after the lookup, for pipelines that run the lookup themselves.
+
+        Args:
+            item_rows, target_rows: (L, D) looked-up rows of inputs and targets.
+            negative_rows: (L * R, D) or (R, D) looked-up negative rows.
+            lengths: (B,) history lengths; the rest as in :meth:`forward`.
+        """
+        queries = self._encode(item_rows, lengths, timestamps, query_timestamps)
         positives = F.normalize(target_rows, dim=-1, eps=1e-6)
         # Limitation: the EmbeddingCollection returns fp32 rows for every feature, so
         # with reduced-precision negatives the fp32 negative rows still exist until

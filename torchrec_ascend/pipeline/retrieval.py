@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
@@ -148,15 +147,16 @@ def padding_batch(with_timestamps: bool) -> SequenceBatch:
 def _retrieval_loss(
     model: SequentialRetrieval, rows: dict, batch: RetrievalBatch
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    queries = model._encode(
-        rows["item"].values(), batch.lengths, batch.timestamps, batch.query_timestamps
-    )
-    positives = F.normalize(rows["target"].values(), dim=-1, eps=1e-6)
-    negatives = F.normalize(rows["negative"].values(), dim=-1, eps=1e-6)
-    if batch.negative_ids.dim() == 2:
-        negatives = negatives.reshape(*batch.negative_ids.shape, -1)
-    loss = model.loss_fn(
-        queries, positives, batch.targets, negatives, batch.negative_ids
+    # The model's own post-lookup path, so pipelined and plain steps match exactly.
+    loss = model.loss_from_rows(
+        rows["item"].values(),
+        rows["target"].values(),
+        rows["negative"].values(),
+        batch.lengths,
+        batch.targets,
+        batch.negative_ids,
+        batch.timestamps,
+        batch.query_timestamps,
     )
     return loss, loss.detach()
 
