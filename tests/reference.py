@@ -110,3 +110,16 @@ def reference_output_gate(attn, u, dropout_mask=None):
     """float64 u * LayerNorm(attn) [* dropout_mask]."""
     out = u.double() * _layer_norm(attn.double())
     return out if dropout_mask is None else out * dropout_mask.double()
+
+
+def split_sequences(values, offsets):
+    """List of per-sequence row blocks (plain slicing)."""
+    offsets = [int(o) for o in offsets]
+    return [values[offsets[b] : offsets[b + 1]] for b in range(len(offsets) - 1)]
+
+
+def offsets_of(blocks):
+    out = [0]
+    for block in blocks:
+        out.append(out[-1] + block.shape[0])
+    return out

@@ -17,6 +17,11 @@ from torchrec_ascend.ops.jagged import (
     segment_ids,
     validate_offsets,
 )
+from torchrec_ascend.ops.jagged_ops import (
+    jagged_concat,
+    jagged_index_select,
+    jagged_split,
+)
 
 __all__ = [
     "LengthBucket",
@@ -25,6 +30,9 @@ __all__ = [
     "hstu_attention",
     "hstu_output_gate",
     "hstu_uvqk",
+    "jagged_concat",
+    "jagged_index_select",
+    "jagged_split",
     "padded_hstu_attention",
     "padding_waste",
     "plan_length_buckets",
