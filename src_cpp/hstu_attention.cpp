@@ -204,6 +204,8 @@ void forward_kernel(const Inputs& in, at::Tensor& out, const T* pos, const T* ts
 // every thread. A tile owns its dQ rows; dK and dV rows are shared by all query blocks of
 // a sequence, so each thread accumulates them in its own buffer, summed at the end
 // (memory: threads x L x H x (D_qk + D_v), linear in the tokens).
+// Limitation: those buffers grow with the thread count; on many-core hosts a per-sequence
+// buffer or key-block tasks for dK/dV would bound them better.
 template <typename T, typename Acc>
 void backward_kernel(const Inputs& in, const at::Tensor& grad_out, at::Tensor& dq,
                      at::Tensor& dk, at::Tensor& dv, at::Tensor& dpos, at::Tensor& dts,

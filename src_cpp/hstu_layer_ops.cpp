@@ -7,6 +7,8 @@
 // pre-activation are recomputed in the backward, so a layer keeps O(L x D) fewer
 // activations alive. They are written with ATen calls only and registered as
 // CompositeExplicitAutograd, so the same kernel serves CPU, CUDA and NPU tensors.
+// Limitation: the element-wise parts are separate ATen kernels (no single-pass CPU loop yet),
+// so the gain is memory, not speed.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 

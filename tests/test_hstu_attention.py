@@ -215,10 +215,13 @@ def test_empty_batch_and_all_zero_lengths(backend):
         ([0, 4], r"sequence 0 has length 4 > max_seq_len=3"),
     ],
 )
-def test_bad_offsets_raise_clear_errors(offsets, message):
+@pytest.mark.parametrize(
+    "backend,error", [("cpp", RuntimeError), ("generic", ValueError)]
+)
+def test_bad_offsets_raise_clear_errors(offsets, message, backend, error):
     q = torch.randn(4, 1, 2)
-    with pytest.raises(RuntimeError, match=message):
-        hstu_attention(q, q, q, torch.tensor(offsets), max_seq_len=3)
+    with pytest.raises(error, match=message):
+        hstu_attention(q, q, q, torch.tensor(offsets), max_seq_len=3, backend=backend)
 
 
 def test_bad_shapes_and_dtypes_raise():

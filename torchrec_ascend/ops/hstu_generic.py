@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from torchrec_ascend.ops.hstu_dense import dense_hstu_attention
+from torchrec_ascend.ops.jagged import validate_offsets
 
 # Largest share of a bucket's (query, key) score entries that may be padding.
 DEFAULT_MAX_WASTE = 0.15
@@ -112,8 +113,12 @@ def generic_hstu_attention(
     Returns:
         (L, H, D_v), jagged like ``q``.
     """
+    # Limitation: a Python function, not a registered op: the host-side bucket plan
+    # makes torch.compile break the graph here, and the op's CUDA/NPU dispatch keys
+    # are not bound to it (callers reach it through hstu_attention(backend="auto")).
     total, heads, dim_v = q.shape[0], q.shape[1], v.shape[2]
     # The bucket plan is host-side: one small device-to-host copy of the offsets.
+    validate_offsets(offsets, total)
     host_offsets = offsets.detach().to("cpu", torch.int64)
     starts = host_offsets[:-1].tolist()
     lengths = (host_offsets[1:] - host_offsets[:-1]).tolist()

@@ -37,7 +37,9 @@ def validate_offsets(offsets: torch.Tensor, total: int, name: str = "offsets") -
             f"{int(offsets[bad + 1])} < {name}[{bad}]={int(offsets[bad])}"
         )
     if last != total:
-        raise ValueError(f"{name}[-1]={last} must equal the number of rows {total}")
+        raise ValueError(
+            f"{name}[-1]={last} must equal the number of jagged rows {total}"
+        )
 
 
 def segment_ids(offsets: torch.Tensor, total: int) -> torch.Tensor:
