@@ -9,6 +9,7 @@ needs no backward of its own.
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from torchrec_ascend.ops.hstu_dense import dense_hstu_attention
@@ -34,38 +35,63 @@ class LengthBucket:
 def plan_length_buckets(
     lengths: list[int], max_waste: float = DEFAULT_MAX_WASTE
 ) -> list[LengthBucket]:
-    """Groups non-empty sequences so no bucket wastes more than ``max_waste``.
+    """Fewest buckets of similar lengths whose padding stays under ``max_waste``.
 
     Waste counts score entries: a sequence of n rows in a bucket of width P uses
-    n^2 of its P^2 entries. Sorting by length and opening a new bucket whenever
-    ``n^2 < (1 - max_waste) P^2`` bounds every sequence's own waste, hence the total.
+    n^2 of the P^2 entries computed for it. Each bucket costs a few kernel launches,
+    so the plan takes the smallest number of buckets k for which the least total
+    waste (found by dynamic programming over the sorted distinct lengths, a bucket
+    being a run of consecutive lengths) is at most ``max_waste``.
 
     Args:
         lengths: sequence lengths of the batch.
-        max_waste: in [0, 1).
+        max_waste: in [0, 1), bound on the whole batch's padded share.
 
     Returns:
-        Buckets covering every non-empty sequence once.
+        Buckets covering every non-empty sequence once, longest first.
     """
     if not 0.0 <= max_waste < 1.0:
         raise ValueError(f"max_waste must be in [0, 1), got {max_waste}")
-    order = sorted(
-        (b for b, n in enumerate(lengths) if n > 0), key=lambda b: -lengths[b]
-    )
-    buckets: list[LengthBucket] = []
-    current: list[int] = []
-    width = 0
-    for b in order:
-        n = lengths[b]
-        if current and n * n < (1.0 - max_waste) * width * width:
-            buckets.append(LengthBucket(tuple(current), width))
-            current = []
-        if not current:
-            width = n
-        current.append(b)
-    if current:
-        buckets.append(LengthBucket(tuple(current), width))
-    return buckets
+    distinct = sorted({n for n in lengths if n > 0}, reverse=True)
+    if not distinct:
+        return []
+    width = np.array(distinct, dtype=np.float64)
+    count = np.array([lengths.count(n) for n in distinct], dtype=np.float64)
+    before = np.concatenate([[0.0], np.cumsum(count)])  # sequences before each length
+    used = float((count * width**2).sum())
+    m = len(distinct)
+
+    # cost[i, j - 1]: the bucket of distinct lengths i .. j - 1 padded to width[i].
+    rows = np.arange(m)[:, None]
+    cost = (before[None, 1:] - before[:m, None]) * width[:m, None] ** 2
+    cost[rows >= np.arange(1, m + 1)[None, :]] = np.inf
+    best = np.full(m + 1, np.inf)
+    best[0] = 0.0
+    choices = []
+    for _ in range(m):
+        total = best[:m, None] + cost
+        choices.append(total.argmin(axis=0))
+        best = np.concatenate([[np.inf], total.min(axis=0)])
+        if used >= (1.0 - max_waste) * best[m]:
+            break
+
+    # Walk the choices back from the last distinct length.
+    bounds, end = [], m
+    for choice in reversed(choices):
+        start = int(choice[end - 1])
+        bounds.append((start, end))
+        end = start
+    members: dict[int, list[int]] = {n: [] for n in distinct}
+    for b, n in enumerate(lengths):
+        if n > 0:
+            members[n].append(b)
+    return [
+        LengthBucket(
+            tuple(b for n in distinct[start:end] for b in members[n]),
+            distinct[start],
+        )
+        for start, end in reversed(bounds)
+    ]
 
 
 def padding_waste(lengths: list[int], buckets: list[LengthBucket]) -> float:
