@@ -259,8 +259,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--cases", default="", help="comma-separated case names")
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--table", nargs="+", help="print a markdown table of these JSON files and exit"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(args.table))
+        return {}
     if args.child:
         job = json.loads(args.child)
         print(json.dumps(run_one(job["spec"], job["variant"], job["dtype"])))
@@ -349,6 +355,37 @@ def main(argv: list[str] | None = None) -> dict:
     summary = _write_summary(args.json, peaks, args.reps, cases)
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def markdown_table(paths: list[str]) -> str:
+    """The README table of one or more summaries written by ``--json``."""
+    lines = [
+        "| case | dtype | B | tokens | padded ms | fused ms | generic ms | fbgemm ms "
+        "| speedup | generic vs padded | padded MB | fused MB | generic MB "
+        "| mem. reduction | fused GFLOP/s (% peak) | bucket waste |",
+        "|" + "---|" * 16,
+    ]
+    for path in paths:
+        with open(path) as f:
+            summary = json.load(f)
+        for c in summary["cases"]:
+            lines.append(
+                f"| {c['name']} | {c['dtype']} | {c['batch']} | {c['tokens']} "
+                f"| {c['padded_ms']:.0f} | {c['fused_ms']:.0f} | {c['generic_ms']:.0f} "
+                f"| {c['fbgemm_ms']:.0f} | {c['speedup']:.1f}x "
+                f"| {c['generic_speedup']:.2f}x | {c['padded_peak_mb']:.0f} "
+                f"| {c['fused_peak_mb']:.1f} | {c['generic_peak_mb']:.0f} "
+                f"| {100 * c['memory_reduction']:.1f}% | {c['fused_gflops']:.2f} "
+                f"({100 * c['fused_peak_fraction']:.0f}%) "
+                f"| {100 * c['generic_padding_waste']:.1f}% |"
+            )
+        peaks = summary["peak_gflops"]
+        lines.append(
+            f"\n`{path}`: matmul peak fp32 {peaks['fp32']:.1f}, bf16 "
+            f"{peaks['bf16']:.1f} GFLOP/s, {summary['threads']} threads, "
+            f"medians of {summary['reps']} reps."
+        )
+    return "\n".join(lines)
 
 
 def _write_summary(path, peaks, reps, cases) -> dict:
