@@ -9,6 +9,7 @@
 // candidates that see the history and themselves only; the first contextual_len tokens
 // see the whole (non-candidate) history and are seen by everyone.
 // pid(i) = min(i, n - num_targets[b]) so every candidate sits at the same position.
+// dtypes: float32, float64 and bfloat16 (bf16 storage, fp32 accumulation and GEMM output).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -92,3 +92,34 @@ def reference_hstu_attention(
 
 
 assert math.isclose(math.log(2) / 2.3, 0.301, rel_tol=1e-2)
+
+
+def _layer_norm(x):
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-6)
+
+
+def reference_uvqk(x, weight):
+    """float64 silu(LayerNorm(x) @ weight), LayerNorm without affine, eps 1e-6."""
+    y = _layer_norm(x.double()) @ weight.double()
+    return y * torch.sigmoid(y)
+
+
+def reference_output_gate(attn, u, dropout_mask=None):
+    """float64 u * LayerNorm(attn) [* dropout_mask]."""
+    out = u.double() * _layer_norm(attn.double())
+    return out if dropout_mask is None else out * dropout_mask.double()
+
+
+def split_sequences(values, offsets):
+    """List of per-sequence row blocks (plain slicing)."""
+    offsets = [int(o) for o in offsets]
+    return [values[offsets[b] : offsets[b + 1]] for b in range(len(offsets) - 1)]
+
+
+def offsets_of(blocks):
+    out = [0]
+    for block in blocks:
+        out.append(out[-1] + block.shape[0])
+    return out

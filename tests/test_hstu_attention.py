@@ -1,4 +1,7 @@
-"""The C++ jagged HSTU attention against the float64 padded reference."""
+"""Both jagged HSTU attention kernels (fused C++, device-generic ATen) against the
+float64 padded reference."""
+
+import functools
 
 import pytest
 import torch
@@ -40,7 +43,7 @@ def jagged_cases(draw):
     )
 
 
-def build_inputs(case, dtype):
+def build_inputs(case, dtype, max_seq_len=MAX_SEQ_LEN):
     gen = torch.Generator().manual_seed(case["seed"])
     lengths = torch.tensor(case["lengths"], dtype=torch.int64)
     total, heads = int(lengths.sum()), case["heads"]
@@ -57,12 +60,12 @@ def build_inputs(case, dtype):
         k=rand(total, heads, case["dim_qk"]),
         v=rand(total, heads, case["dim_v"]),
         offsets=lengths_to_offsets(lengths).to(case["offsets_dtype"]),
-        max_seq_len=MAX_SEQ_LEN,
+        max_seq_len=max_seq_len,
         alpha=case["alpha"],
         contextual_len=case["contextual"],
     )
     if case["use_pos"]:
-        pos = 0.3 * torch.randn(2 * MAX_SEQ_LEN - 1, generator=gen, dtype=dtype)
+        pos = 0.3 * torch.randn(2 * max_seq_len - 1, generator=gen, dtype=dtype)
         inputs["pos_bias"] = pos.requires_grad_()
     if case["use_ts"]:
         inputs["ts_bias"] = (
@@ -98,12 +101,17 @@ def run(fn, inputs, grad_out):
     return out, dict(zip(names, grads))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def with_backend(backend):
+    return functools.partial(hstu_attention, backend=backend)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=jagged_cases())
+@pytest.mark.parametrize("backend", ["cpp", "generic"])
 @pytest.mark.parametrize(
     "dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)], ids=["f64", "f32"]
 )
-def test_matches_float64_reference(case, dtype, tol):
+def test_matches_float64_reference(case, dtype, tol, backend):
     inputs = build_inputs(case, dtype)
     reference_inputs = {
         key: (
@@ -114,9 +122,15 @@ def test_matches_float64_reference(case, dtype, tol):
         for key, val in inputs.items()
     }
     total = inputs["q"].shape[0]
-    grad_out = torch.randn(total, case["heads"], case["dim_v"], dtype=torch.float64)
+    grad_out = torch.randn(
+        total,
+        case["heads"],
+        case["dim_v"],
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(case["seed"] + 1),
+    )
 
-    out, grads = run(hstu_attention, inputs, grad_out)
+    out, grads = run(with_backend(backend), inputs, grad_out)
     ref_out, ref_grads = run(reference_hstu_attention, reference_inputs, grad_out)
 
     assert out.dtype == dtype and out.shape == ref_out.shape
@@ -127,6 +141,46 @@ def test_matches_float64_reference(case, dtype, tol):
             assert got is None or not got.abs().any(), name
             continue
         torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol, msg=name)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=jagged_cases())
+def test_bf16_matches_float64_reference(case):
+    # bf16 inputs, fp32 accumulation: compare with the reference evaluated on the
+    # same bf16-rounded inputs, to within bf16 rounding of the intermediates.
+    inputs = build_inputs(case, torch.bfloat16)
+    reference_inputs = {
+        key: (
+            val.detach().double().requires_grad_()
+            if key in differentiable(inputs)
+            else val
+        )
+        for key, val in inputs.items()
+    }
+    total = inputs["q"].shape[0]
+    grad_out = torch.randn(
+        total,
+        case["heads"],
+        case["dim_v"],
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(case["seed"] + 1),
+    )
+
+    out, grads = run(hstu_attention, inputs, grad_out)
+    ref_out, ref_grads = run(reference_hstu_attention, reference_inputs, grad_out)
+
+    def assert_near(got, ref, name):
+        ref = ref.detach()
+        scale = float(ref.abs().max()) if ref.numel() else 0.0
+        err = float((got.detach().double() - ref).abs().max()) if ref.numel() else 0.0
+        assert err <= 3e-2 * scale + 1e-3, (name, err, scale)
+
+    assert out.dtype == torch.bfloat16 and out.shape == ref_out.shape
+    assert_near(out, ref_out, "out")
+    for name, ref in ref_grads.items():
+        if ref is not None:
+            assert grads[name].dtype == torch.bfloat16, name
+            assert_near(grads[name], ref, name)
 
 
 def test_gradcheck_with_all_features():
@@ -153,11 +207,12 @@ def test_gradcheck_with_all_features():
     assert torch.autograd.gradcheck(fn, [inputs[n] for n in names])
 
 
-def test_empty_batch_and_all_zero_lengths():
+@pytest.mark.parametrize("backend", ["cpp", "generic"])
+def test_empty_batch_and_all_zero_lengths(backend):
     for lengths in ([], [0, 0, 0]):
         offsets = lengths_to_offsets(torch.tensor(lengths, dtype=torch.int64))
         q = torch.zeros(0, 2, 4, requires_grad=True)
-        out = hstu_attention(q, q, q, offsets, max_seq_len=4)
+        out = hstu_attention(q, q, q, offsets, max_seq_len=4, backend=backend)
         assert out.shape == (0, 2, 4)
         out.sum().backward()
         assert q.grad.shape == q.shape
@@ -172,10 +227,13 @@ def test_empty_batch_and_all_zero_lengths():
         ([0, 4], r"sequence 0 has length 4 > max_seq_len=3"),
     ],
 )
-def test_bad_offsets_raise_clear_errors(offsets, message):
+@pytest.mark.parametrize(
+    "backend,error", [("cpp", RuntimeError), ("generic", ValueError)]
+)
+def test_bad_offsets_raise_clear_errors(offsets, message, backend, error):
     q = torch.randn(4, 1, 2)
-    with pytest.raises(RuntimeError, match=message):
-        hstu_attention(q, q, q, torch.tensor(offsets), max_seq_len=3)
+    with pytest.raises(error, match=message):
+        hstu_attention(q, q, q, torch.tensor(offsets), max_seq_len=3, backend=backend)
 
 
 def test_bad_shapes_and_dtypes_raise():
@@ -203,6 +261,70 @@ def test_output_does_not_depend_on_batch_neighbours():
     torch.testing.assert_close(together[3:], alone)
 
 
+def test_long_sequence_spans_many_tiles_and_threads():
+    # One 700-row sequence: 11 query blocks shared by the threads, dK/dV summed over
+    # the per-thread buffers.
+    case = dict(
+        lengths=[700, 3],
+        heads=2,
+        dim_qk=4,
+        dim_v=3,
+        offsets_dtype=torch.int64,
+        use_pos=True,
+        use_ts=True,
+        use_targets=True,
+        contextual=2,
+        alpha=1.0,
+        non_contiguous=False,
+        seed=5,
+    )
+    inputs = build_inputs(case, torch.float32, max_seq_len=800)
+    reference_inputs = {
+        key: (
+            val.detach().double().requires_grad_()
+            if key in differentiable(inputs)
+            else val
+        )
+        for key, val in inputs.items()
+    }
+    grad_out = torch.randn(
+        703, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    out, grads = run(hstu_attention, inputs, grad_out)
+    ref_out, ref_grads = run(reference_hstu_attention, reference_inputs, grad_out)
+    torch.testing.assert_close(out.double(), ref_out, rtol=2e-4, atol=2e-4)
+    for name, ref in ref_grads.items():
+        torch.testing.assert_close(grads[name].double(), ref, rtol=2e-4, atol=2e-4)
+
+
+def test_generic_rejects_too_long_sequences():
+    q = torch.randn(4, 1, 2)
+    with pytest.raises(ValueError, match="sequence 0 has length 4 > max_seq_len=3"):
+        hstu_attention(q, q, q, torch.tensor([0, 4]), max_seq_len=3, backend="generic")
+
+
+def test_torch_compile_smoke():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(9, 2, 4, requires_grad=True) for _ in range(3))
+    pos = torch.randn(2 * 8 - 1, requires_grad=True)
+    offsets = torch.tensor([0, 4, 4, 9])
+
+    def fn(q, k, v, pos):
+        return hstu_attention(q, k, v, offsets, 8, pos_bias=pos).square().sum()
+
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    got = compiled(q, k, v, pos)
+    got.backward()
+    grads = [t.grad.clone() for t in (q, k, v, pos)]
+    for t in (q, k, v, pos):
+        t.grad = None
+    want = fn(q, k, v, pos)
+    want.backward()
+    torch.testing.assert_close(got, want)
+    for g, t in zip(grads, (q, k, v, pos)):
+        torch.testing.assert_close(g, t.grad)
+
+
 def test_opcheck():
     torch.manual_seed(0)
     q, k, v = (torch.randn(6, 2, 3, requires_grad=True) for _ in range(3))
@@ -223,3 +345,10 @@ def test_opcheck():
         0.301,
     )
     torch.library.opcheck(torch.ops.torchrec_ascend.hstu_attention.default, args)
+    bf16_args = tuple(
+        a.detach().bfloat16().requires_grad_()
+        if isinstance(a, torch.Tensor) and a.is_floating_point()
+        else a
+        for a in args
+    )
+    torch.library.opcheck(torch.ops.torchrec_ascend.hstu_attention.default, bf16_args)

@@ -2,9 +2,12 @@
 
 Each layer (pre-norm, residual)::
 
-    u, v, q, k = split(silu(LayerNorm(x) @ W_uvqk))
+    u, v, q, k = split(silu(LayerNorm(x) @ W_uvqk))   # fused op hstu_uvqk
     a = hstu_attention(q, k, v)              # pointwise SiLU attention + RAB, / N
-    x = x + W_o(Dropout(u * LayerNorm(a)))
+    x = x + W_o(Dropout(u * LayerNorm(a)))   # fused op hstu_output_gate
+
+By default the layer runs the fused ops (``fused=True``); ``fused=False`` runs the
+same maths as separate PyTorch operators, kept as a reference and for comparison.
 """
 
 import math
@@ -14,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchrec_ascend.models.configs import ModelConfig
-from torchrec_ascend.ops import hstu_attention
+from torchrec_ascend.ops import hstu_attention, hstu_output_gate, hstu_uvqk
 
 _EPS = 1e-6
 
@@ -47,9 +50,12 @@ class HSTULayer(nn.Module):
         >>> y = layer(torch.randn(5, 8), torch.tensor([0, 2, 5]))
     """
 
-    def __init__(self, config: ModelConfig, use_time_bias: bool) -> None:
+    def __init__(
+        self, config: ModelConfig, use_time_bias: bool, fused: bool = True
+    ) -> None:
         super().__init__()
         self.config = config
+        self.fused = fused
         h, dqk, dv = config.num_heads, config.attention_dim, config.value_dim
         self.uvqk = nn.Parameter(
             torch.empty(config.embedding_dim, 2 * h * dv + 2 * h * dqk).normal_(0, 0.02)
@@ -72,8 +78,10 @@ class HSTULayer(nn.Module):
         """(L, D) -> (L, D); ``offsets`` (B+1,), timestamps (L,) x int64 or None."""
         cfg = self.config
         h, dqk, dv = cfg.num_heads, cfg.attention_dim, cfg.value_dim
-        normed = F.layer_norm(x, (x.shape[-1],), eps=_EPS)
-        uvqk = F.silu(normed @ self.uvqk)
+        if self.fused:
+            uvqk = hstu_uvqk(x, self.uvqk, _EPS)
+        else:
+            uvqk = F.silu(F.layer_norm(x, (x.shape[-1],), eps=_EPS) @ self.uvqk)
         u, v, q, k = torch.split(uvqk, [h * dv, h * dv, h * dqk, h * dqk], dim=-1)
 
         ts_bias = self.rab.ts_bias if timestamps is not None else None
@@ -90,17 +98,27 @@ class HSTULayer(nn.Module):
             query_timestamps=query_timestamps if ts_bias is not None else None,
         ).reshape(-1, h * dv)
 
-        gated = u * F.layer_norm(attn, (h * dv,), eps=_EPS)
-        return x + self.output(self.dropout(gated))
+        if self.fused:
+            gated = hstu_output_gate(
+                attn, u, _EPS, dropout=self.dropout.p, training=self.training
+            )
+        else:
+            gated = self.dropout(u * F.layer_norm(attn, (h * dv,), eps=_EPS))
+        return x + self.output(gated)
 
 
 class HSTUEncoder(nn.Module):
-    """A stack of :class:`HSTULayer`; input and output are (L, D) jagged rows."""
+    """A stack of :class:`HSTULayer`; input and output are (L, D) jagged rows.
 
-    def __init__(self, config: ModelConfig, use_time_bias: bool) -> None:
+    ``fused`` selects the fused layer ops (default) or the plain PyTorch path.
+    """
+
+    def __init__(
+        self, config: ModelConfig, use_time_bias: bool, fused: bool = True
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            HSTULayer(config, use_time_bias) for _ in range(config.num_blocks)
+            HSTULayer(config, use_time_bias, fused) for _ in range(config.num_blocks)
         )
 
     def forward(self, x, offsets, timestamps=None, query_timestamps=None):

@@ -8,6 +8,8 @@ op behaves like any ATen op.
 
 import torch
 
+from torchrec_ascend.ops.hstu_generic import generic_hstu_attention
+
 _OP = torch.ops.torchrec_ascend
 
 # ln(2) / 2.3: the log-time bucket width of the HSTU reference RAB (about 2.3 buckets
@@ -143,6 +145,7 @@ def hstu_attention(
     num_targets: torch.Tensor | None = None,
     contextual_len: int = 0,
     ts_bucket_divisor: float = DEFAULT_TS_BUCKET_DIVISOR,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Pointwise (softmax-free) HSTU attention over jagged sequences, no padding.
 
@@ -160,7 +163,8 @@ def hstu_attention(
     whole history and are seen by every row.
 
     Args:
-        q: (L, H, D_qk) x float32/float64, L = sum of sequence lengths.
+        q: (L, H, D_qk) x float32/float64/bfloat16, L = sum of sequence lengths.
+            bf16 is computed with fp32 accumulation.
         k: (L, H, D_qk), same dtype.
         v: (L, H, D_v), same dtype.
         offsets: (B+1,) x int32/int64, starts at 0, non-decreasing, ends at L.
@@ -175,6 +179,8 @@ def hstu_attention(
         num_targets: (B,) x int32/int64 candidates at the end of each sequence.
         contextual_len: contextual prefix length, the same for every sequence.
         ts_bucket_divisor: log-bucket width of the time bias.
+        backend: "cpp" (the fused CPU kernel), "generic" (ATen operators on length
+            buckets, any device) or "auto" (cpp for CPU tensors, else generic).
 
     Returns:
         (L, H, D_v) attention output, jagged like ``q``.
@@ -187,6 +193,24 @@ def hstu_attention(
         >>> out.shape
         torch.Size([5, 2, 4])
     """
+    if backend not in ("auto", "cpp", "generic"):
+        raise ValueError(f"backend must be auto, cpp or generic, got {backend!r}")
+    if backend == "generic" or (backend == "auto" and q.device.type != "cpu"):
+        return generic_hstu_attention(
+            q,
+            k,
+            v,
+            offsets,
+            max_seq_len,
+            alpha=alpha,
+            pos_bias=pos_bias,
+            ts_bias=ts_bias,
+            timestamps=timestamps,
+            query_timestamps=query_timestamps,
+            num_targets=num_targets,
+            contextual_len=contextual_len,
+            ts_bucket_divisor=ts_bucket_divisor,
+        )
     return _OP.hstu_attention(
         q,
         k,

@@ -37,7 +37,9 @@ def validate_offsets(offsets: torch.Tensor, total: int, name: str = "offsets") -
             f"{int(offsets[bad + 1])} < {name}[{bad}]={int(offsets[bad])}"
         )
     if last != total:
-        raise ValueError(f"{name}[-1]={last} must equal the number of rows {total}")
+        raise ValueError(
+            f"{name}[-1]={last} must equal the number of jagged rows {total}"
+        )
 
 
 def segment_ids(offsets: torch.Tensor, total: int) -> torch.Tensor:
@@ -66,22 +68,19 @@ def jagged_to_padded(
         values: (L, *feature) jagged rows.
         offsets: (B+1,) x int32/int64.
         max_len: padded length N; every sequence must fit.
+        padding_value: value of the padded slots.
 
     Returns:
         ((B, N, *feature) padded values, (B, N) x bool mask of real rows).
     """
-    batch = offsets.numel() - 1
-    total = values.shape[0]
-    rows = segment_ids(offsets, total)
-    cols = positions_in_sequence(offsets, total)
-    padded = values.new_full((batch, max_len, *values.shape[1:]), padding_value)
-    padded = padded.index_put((rows, cols), values)
-    mask = torch.zeros(batch, max_len, dtype=torch.bool, device=values.device)
-    mask[rows, cols] = True
+    padded = torch.ops.torchrec_ascend.jagged_to_padded(
+        values, offsets, max_len, padding_value
+    )
+    lengths = (offsets[1:] - offsets[:-1]).long()
+    mask = torch.arange(max_len, device=values.device)[None, :] < lengths[:, None]
     return padded, mask
 
 
 def padded_to_jagged(padded: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`jagged_to_padded`: (B, N, *feature) -> (L, *feature)."""
-    total = int(offsets[-1])
-    return padded[segment_ids(offsets, total), positions_in_sequence(offsets, total)]
+    return torch.ops.torchrec_ascend.padded_to_jagged(padded, offsets)
