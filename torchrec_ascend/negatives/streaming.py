@@ -87,7 +87,24 @@ class NegativeStore:
 # Limitation: the pinned-host copy and the double-buffered side-stream fetch have
 # only been exercised without an accelerator (none was available when this was
 # written); the CPU tests cover the segment bookkeeping, not the stream ordering.
+def _streams_usable(device: torch.device) -> bool:
+    """Whether tensors on ``device`` can be tied to its side streams.
+
+    Limitation: a device module whose streams torch cannot record a tensor on (the
+    test NPU emulator's stand-ins) falls back to synchronous copies on the current
+    stream, without overlap.
+    """
+    module = torch.get_device_module(device)
+    try:
+        torch.empty(1, device=device).record_stream(module.Stream(device))
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
 def _copy_to_pinned_host(rows: torch.Tensor, dtype: torch.dtype):
+    if not _streams_usable(rows.device):
+        return rows.to("cpu", dtype), None
     module = torch.get_device_module(rows.device)
     host = torch.empty(rows.shape, dtype=dtype, pin_memory=True)
     side = module.Stream(rows.device)
@@ -108,6 +125,11 @@ def _double_buffered(
     compute_dtype: torch.dtype,
     copied,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
+    if not _streams_usable(device):
+        for start in range(0, host.shape[0], segment_size):
+            stop = min(start + segment_size, host.shape[0])
+            yield start, stop, host[start:stop].to(device, compute_dtype)
+        return
     module = torch.get_device_module(device)
     side = module.Stream(device)
     main = module.current_stream(device)
