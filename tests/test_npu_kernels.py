@@ -269,7 +269,7 @@ def test_hstu_npu_kernel_rejects_overlong_sequence():
     from torchrec_ascend.npu import hstu_kernels
 
     q = torch.zeros(5, 1, 2)
-    with pytest.raises(ValueError, match="more than max_seq_len=4"):
+    with pytest.raises(ValueError, match="length 5 > max_seq_len=4"):
         hstu_kernels.hstu_attention_forward(
             q, q, q, torch.tensor([0, 5]), 4, 1.0, None, None, None, None, None, 0, 0.3
         )
