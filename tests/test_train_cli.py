@@ -19,7 +19,9 @@ def test_ctrl_c_then_resume(tmp_path):
         "--config", "smoke", "--output-dir", str(out), "--no-progress",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd + ["--epochs", "200"], env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd + ["--epochs", "1000000"], env=env, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 240
     while not (out / LAST).exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
