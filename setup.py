@@ -26,7 +26,9 @@ class CMakeBuild(build_ext):
         import torch
 
         out_path = Path(self.get_ext_fullpath(ext.name)).resolve()
-        build_dir = ROOT / "build" / f"cmake-{sys.version_info.major}{sys.version_info.minor}"
+        build_dir = (
+            ROOT / "build" / f"cmake-{sys.version_info.major}{sys.version_info.minor}"
+        )
         build_dir.mkdir(parents=True, exist_ok=True)
         config = [
             f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path};{pybind11.get_cmake_dir()}",
@@ -40,4 +42,7 @@ class CMakeBuild(build_ext):
         subprocess.check_call(["cmake", "--build", str(build_dir), "-j", jobs])
 
 
-setup(ext_modules=[CMakeExtension("torchrec_ascend._C")], cmdclass={"build_ext": CMakeBuild})
+setup(
+    ext_modules=[CMakeExtension("torchrec_ascend._C")],
+    cmdclass={"build_ext": CMakeBuild},
+)

@@ -3,10 +3,14 @@
 Every case trains the same DMP-sharded SequentialRetrieval job (item table row-wise
 sharded over gloo ranks on 127.0.0.1, fused row-wise AdaGrad on the table, AdamW on
 the dense part) with one loop: TorchRec's ``TrainPipelineSparseDist`` (the baseline),
-our ``plain`` loop, and our ``sync`` and ``semi-async`` pipelines. Repetitions are
-interleaved (baseline, plain, sync, semi-async, baseline, ...) on the same processes
-so machine noise hits all loops alike; medians are reported, with the ratio to the
-baseline's median.
+our ``plain`` loop, and our ``sync`` and ``semi-async`` pipelines. On loopback the
+all-to-alls cost almost nothing; ``--link-gbit G`` makes every collective (sparse
+all-to-alls and DDP's all-reduce alike, for every loop) complete when a G Gbit/s link
+with ``--link-latency-us`` per collective would deliver it (see
+``torchrec_ascend.distributed.emulated_link``), the regime a multi-node job is in.
+Repetitions are interleaved (baseline, plain, sync, semi-async, baseline, ...) on the
+same processes so machine noise hits all loops alike; medians are reported, with the
+ratio to the baseline's median.
 
     python benchmarks/pipeline.py --json runs/pipeline.json
 
@@ -51,6 +55,8 @@ def _job(args: argparse.Namespace, loop: str, world: int) -> RetrievalJob:
         warmup=args.warmup,
         seed=args.seed,
         embedding_dim=args.embedding_dim,
+        link_gbit_per_s=args.link_gbit,
+        link_latency_us=args.link_latency_us,
     )
 
 
@@ -69,6 +75,11 @@ def _measure(args: argparse.Namespace, world: int) -> list[dict]:
         row = {
             "samples_per_s": samples / seconds if seconds > 0 else 0.0,
             "samples_per_cpu_s": samples / cpu if cpu > 0 else 0.0,
+            # Share of the step the emulated link was busy (0 on loopback).
+            "link_busy_frac": statistics.mean(
+                r.get("link_seconds", 0.0) / seconds if seconds > 0 else 0.0
+                for r in ranks
+            ),
         }
         if "fractions" in ranks[0]:
             for key in FRACTIONS:
@@ -82,7 +93,7 @@ def _measure(args: argparse.Namespace, world: int) -> list[dict]:
         speeds = [r["samples_per_s"] for r in rows]
         case = {
             "name": f"retrieval-{args.preset}-d{args.embedding_dim or 'preset'}"
-            f"-w{world}-{loop}",
+            f"-w{world}-{_link_name(args)}-{loop}",
             "world": world,
             "mode": loop,
             "samples_per_s": statistics.median(speeds),
@@ -91,12 +102,19 @@ def _measure(args: argparse.Namespace, world: int) -> list[dict]:
             "samples_per_cpu_s": statistics.median(
                 r["samples_per_cpu_s"] for r in rows
             ),
+            "link_busy_frac": statistics.median(r["link_busy_frac"] for r in rows),
         }
         for key in FRACTIONS:
             have = key in rows[0]
             case[key] = statistics.median(r[key] for r in rows) if have else None
         cases.append(case)
     return cases
+
+
+def _link_name(args: argparse.Namespace) -> str:
+    if args.link_gbit is None:
+        return "loopback"
+    return f"link{args.link_gbit:g}g{args.link_latency_us:g}us"
 
 
 def _probe(args: argparse.Namespace) -> dict[str, str]:
@@ -133,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embedding-dim", type=int, default=None, help="override D")
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--probe", action="store_true", help="probe TorchRec's others")
+    p.add_argument(
+        "--link-gbit",
+        type=float,
+        default=None,
+        help="emulate a network link of this many Gbit/s per rank for every "
+        "collective (default: plain loopback)",
+    )
+    p.add_argument("--link-latency-us", type=float, default=30.0, help="per collective")
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", force=True
@@ -149,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     _write(args.json, out)
 
     print(
-        f"{'case':40s} {'samples/s':>10s} {'vs TR':>6s} "
-        f"{'comp':>5s} {'exp':>5s} {'idle':>5s} {'smp/cpu-s':>9s}"
+        f"{'case':52s} {'samples/s':>10s} {'vs TR':>6s} "
+        f"{'comp':>5s} {'exp':>5s} {'idle':>5s} {'smp/cpu-s':>9s} {'link':>5s}"
     )
     for c in out["cases"]:
         fr = [
@@ -158,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             for k in ("compute_frac", "exposed_comm_frac", "idle_frac")
         ]
         print(
-            f"{c['name']:40s} {c['samples_per_s']:10.1f} "
+            f"{c['name']:52s} {c['samples_per_s']:10.1f} "
             f"{c['speedup_vs_torchrec']:6.2f} {' '.join(fr)} "
-            f"{c['samples_per_cpu_s']:9.1f}"
+            f"{c['samples_per_cpu_s']:9.1f} {c['link_busy_frac']:5.2f}"
         )
     if "torchrec_cpu_probe" in out:
         for loop, outcome in out["torchrec_cpu_probe"].items():

@@ -89,7 +89,9 @@ def _plain_losses(split, epochs=1):
     return losses, model
 
 
-def _pipeline_losses(split, mode, dedup, epochs=1, sparse_thread=None):
+def _pipeline_losses(
+    split, mode, dedup, epochs=1, sparse_thread=None, learning_rate=None
+):
     model = _model(split)
     dense, sparse = _split_optimizers(model)
     pipeline = TrainPipeline(
@@ -101,6 +103,7 @@ def _pipeline_losses(split, mode, dedup, epochs=1, sparse_thread=None):
         prepare=RetrievalBatchPreparer(_sampler(split)),
         dedup=dedup,
         sparse_thread=sparse_thread,
+        learning_rate=learning_rate,
     )
     torch.manual_seed(123)
     losses = []
@@ -147,7 +150,7 @@ def test_sync_reproduces_plain_loop_exactly(split, dedup, sparse_thread):
     assert total == pytest.approx(1.0, abs=1e-9)
 
 
-def _delayed_reference_losses(split):
+def _delayed_reference_losses(split, learning_rate=None):
     """Semi-async by hand, serially: the lookup of batch i+1 runs after the sparse
     update of batch i-1 and before that of batch i."""
     model = _model(split)
@@ -178,6 +181,10 @@ def _delayed_reference_losses(split):
         torch.autograd.backward(
             [out[k].values() for k in keys], [leaves[k].grad for k in keys]
         )
+        if learning_rate is not None:
+            for optimizer in (dense, sparse):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(i)
         sparse.step()
         sparse.zero_grad(set_to_none=True)
         dense.step()
@@ -196,6 +203,20 @@ def test_semi_async_lookup_is_exactly_one_update_behind(split):
     # not see update 0, so it differs.
     assert piped[0] == plain[0]
     assert piped[1] != plain[1]
+
+
+def test_semi_async_applies_each_steps_learning_rate_to_its_own_update(split):
+    def decay(step):
+        return 1e-3 * 0.7**step
+
+    reference = _delayed_reference_losses(split, decay)
+    piped, _, _ = _pipeline_losses(split, "semi-async", False, learning_rate=decay)
+    constant, _, _ = _pipeline_losses(split, "semi-async", dedup=False)
+
+    # The update of batch i runs during step i+1 on the sparse thread, yet it uses
+    # rate i, exactly as the serial reference does.
+    assert piped == reference
+    assert piped[2:] != constant[2:]
 
 
 def test_dedup_rebuilds_the_same_rows_and_gradients():

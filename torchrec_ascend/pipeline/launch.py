@@ -60,6 +60,10 @@ class RetrievalJob:
         seed: model, data and negative seed.
         threads: torch intra-op threads per rank.
         embedding_dim: overrides the preset's item embedding width D.
+        link_gbit_per_s: if set, every collective (sparse all-to-alls and DDP's
+            all-reduce alike) costs what it would on a link of this bandwidth
+            (:class:`~torchrec_ascend.distributed.emulated_link.EmulatedLink`).
+        link_latency_us: fixed cost per collective on that link.
     """
 
     loop: str
@@ -76,6 +80,8 @@ class RetrievalJob:
     seed: int = 0
     threads: int = 1
     embedding_dim: int | None = None
+    link_gbit_per_s: float | None = None
+    link_latency_us: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loop not in LOOPS:
@@ -153,6 +159,35 @@ def _build(job: RetrievalJob, rank: int) -> dict[str, Any]:
 
 
 def _train(job: RetrievalJob, rank: int) -> dict[str, Any]:
+    built = _build(job, rank)
+    link = None
+    if job.link_gbit_per_s is not None:
+        link = built["link"] = _emulate_link(job, built["model"])
+    try:
+        return _train_loop(job, rank, built)
+    finally:
+        if link is not None:
+            link.uninstall()
+
+
+def _emulate_link(job: RetrievalJob, model: Any) -> Any:
+    from torch.nn.parallel import DistributedDataParallel
+
+    from torchrec_ascend.distributed.emulated_link import EmulatedLink
+
+    link = EmulatedLink(job.link_gbit_per_s, job.link_latency_us).install()
+    for module in model.modules():
+        if isinstance(module, DistributedDataParallel):
+            module.register_comm_hook(None, link.ddp_comm_hook(module.process_group))
+    return link
+
+
+def _link_seconds(built: dict[str, Any]) -> float:
+    link = built.get("link")
+    return link.stats["link_seconds"] if link is not None else 0.0
+
+
+def _train_loop(job: RetrievalJob, rank: int, built: dict[str, Any]) -> dict:
     from torchrec_ascend.pipeline.retrieval import (
         RetrievalBatchPreparer,
         padding_batch,
@@ -160,7 +195,6 @@ def _train(job: RetrievalJob, rank: int) -> dict[str, Any]:
     from torchrec_ascend.pipeline.train_pipeline import TrainPipeline
     from torchrec_ascend.train.negatives import UniformNegativeSampler
 
-    built = _build(job, rank)
     cfg, split, model = built["cfg"], built["split"], built["model"]
     sampler = UniformNegativeSampler(
         split.num_items, job.num_negatives, True, seed=job.seed * 7919 + rank
@@ -195,6 +229,7 @@ def _train(job: RetrievalJob, rank: int) -> dict[str, Any]:
         if step == job.warmup:
             start = time.perf_counter()
             cpu_start = time.process_time()
+            link_start = _link_seconds(built)
             if not torchrec_loop:
                 pipeline.timeline.totals = dict.fromkeys(pipeline.timeline.totals, 0.0)
                 pipeline.timeline.steps = 0
@@ -224,6 +259,10 @@ def _train(job: RetrievalJob, rank: int) -> dict[str, Any]:
         "cpu_seconds": cpu_seconds,
         "timed_samples": timed_samples,
     }
+    if "link" in built and start is not None:
+        # Time this rank's emulated link was busy: the communication the loop had
+        # to hide or wait for.
+        result["link_seconds"] = _link_seconds(built) - link_start
     if not torchrec_loop:
         result["fractions"] = pipeline.timeline.summary()
         result["stats"] = dict(pipeline.stats)

@@ -158,6 +158,11 @@ class TrainPipeline:
         sparse_thread: run the sparse stages on a worker thread; default: in
             semi-async mode and on devices with streams, inline (single-threaded,
             with asynchronous all-to-alls) for sync mode on CPU.
+        learning_rate: step index (0, 1, ... over this pipeline's steps) -> the
+            learning rate of that step's updates. The dense rate is set before the
+            dense step; the sparse rate is set on the sparse thread right before that
+            batch's sparse update, so a schedule stays exact when the update of batch
+            i runs during step i+1. None keeps the optimizers' own rates.
 
     Example::
 
@@ -187,6 +192,7 @@ class TrainPipeline:
         process_group: Any = None,
         prefetch: int = 2,
         sparse_thread: bool | None = None,
+        learning_rate: Callable[[int], float] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -198,6 +204,8 @@ class TrainPipeline:
         self.forward = forward or _default_forward
         self.pad_batch = pad_batch
         self.prefetch = prefetch
+        self.learning_rate = learning_rate
+        self._steps_run = 0
         # A worker thread lets the sparse backward and the next lookup run during
         # the dense step; sync mode on a streamless device has little to overlap that
         # the asynchronous all-to-alls do not already hide, and there the thread
@@ -360,7 +368,20 @@ class TrainPipeline:
             event = self.streams.record()
         return outputs, event
 
-    def _backward_task(self, step: _Step, grads_ready: Any) -> None:
+    def _rate(self) -> float | None:
+        """This step's learning rate, or None to keep the optimizers' own."""
+        if self.learning_rate is None:
+            return None
+        return float(self.learning_rate(self._steps_run))
+
+    @staticmethod
+    def _set_rate(optimizer: torch.optim.Optimizer | None, rate: float | None) -> None:
+        if optimizer is None or rate is None:
+            return
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+
+    def _backward_task(self, step: _Step, grads_ready: Any, rate: float | None) -> None:
         with self.streams.use("sparse"):
             self.streams.wait(grads_ready)
             self.streams.keep_alive(
@@ -374,6 +395,7 @@ class TrainPipeline:
             for fqn, stage in self.stages.items():
                 stage.backward(step.prepared.works[fqn])
             if self.sparse_optimizer is not None:
+                self._set_rate(self.sparse_optimizer, rate)
                 with self.timeline.span(COMPUTE):
                     self.sparse_optimizer.step()
                     self.sparse_optimizer.zero_grad(set_to_none=True)
@@ -482,14 +504,19 @@ class TrainPipeline:
         result = self._dense_step(step, outputs, event, following if issued else None)
 
         grads_ready = self.streams.record()
-        step.backward_future = self._submit(self._backward_task, step, grads_ready)
+        rate = self._rate()
+        step.backward_future = self._submit(
+            self._backward_task, step, grads_ready, rate
+        )
         self._last_backward = step.backward_future
         if self.mode == "sync":
             following.lookup_future = self._submit(self._lookup_task, following)
             self._enqueue_next()
+        self._set_rate(self.optimizer, rate)
         with self.timeline.span(COMPUTE):
             self.optimizer.step()
         self._inflight.popleft()
+        self._steps_run += 1
         return result
 
     def _dense_step(
@@ -555,10 +582,14 @@ class TrainPipeline:
                     self.sparse_optimizer.zero_grad(set_to_none=True)
                 loss, output = _split_output(self.forward(self.model, batch))
                 loss.backward()
+                rate = self._rate()
+                self._set_rate(self.optimizer, rate)
+                self._set_rate(self.sparse_optimizer, rate)
                 self.optimizer.step()
                 if self.sparse_optimizer is not None:
                     self.sparse_optimizer.step()
             done = True
+            self._steps_run += 1
         finally:
             if done:
                 self.timeline.end_step()

@@ -12,7 +12,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -98,9 +98,18 @@ class PipelinedEpochs:
         self.steps = 0
 
     def train_epoch(
-        self, batches: Iterable, sampler: Any, timing: dict, epoch: int
+        self,
+        batches: Iterable,
+        sampler: Any,
+        timing: dict,
+        epoch: int,
+        learning_rate: Callable[[int], float] | None = None,
     ) -> float:
-        """One epoch; updates the Trainer's ``timing`` and returns the mean loss."""
+        """One epoch; updates the Trainer's ``timing`` and returns the mean loss.
+
+        ``learning_rate`` maps the epoch's step index to that step's rate (both
+        optimizers), None keeps the configured constant rate.
+        """
         cfg = self.model.config
         pipeline = TrainPipeline(
             self.module,
@@ -110,6 +119,7 @@ class PipelinedEpochs:
             sparse_optimizer=self.optimizer.sparse,
             prepare=RetrievalBatchPreparer(sampler),
             forward=_forward,
+            learning_rate=learning_rate,
         )
         total_loss, steps = 0.0, 0
         it = iter(batches)

@@ -168,12 +168,16 @@ class Trainer:
             mininterval=1.0,
             dynamic_ncols=True,
         )
-        if self.pipeline is not None:
-            # Limitation: the pipelined loop keeps a constant learning rate.
-            return self.pipeline.train_epoch(
-                tqdm(loader, **progress), sampler, self.timing, epoch
-            )
         steps_per_epoch = len(loader)
+        if self.pipeline is not None:
+            first = epoch * steps_per_epoch
+            return self.pipeline.train_epoch(
+                tqdm(loader, **progress),
+                sampler,
+                self.timing,
+                epoch,
+                lambda step: self._learning_rate(first + step, steps_per_epoch),
+            )
         # Negative ids are drawn ahead by a worker thread, off the step's path.
         prefetched = sampler.in_background(loader)
         bar = tqdm(prefetched, **progress)
@@ -226,12 +230,18 @@ class Trainer:
         )
         return total_loss / max(steps, 1)
 
-    def _set_learning_rate(self, step: int, steps_per_epoch: int) -> None:
+    def _learning_rate(self, step: int, steps_per_epoch: int) -> float:
+        """The schedule's rate at global ``step`` (counted over all epochs)."""
         tcfg = self.spec.config.train
         if tcfg.lr_schedule == "constant":
-            return
+            return tcfg.learning_rate
         progress = min(step / max(tcfg.epochs * steps_per_epoch, 1), 1.0)
-        lr = tcfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return tcfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def _set_learning_rate(self, step: int, steps_per_epoch: int) -> None:
+        if self.spec.config.train.lr_schedule == "constant":
+            return
+        lr = self._learning_rate(step, steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
