@@ -17,6 +17,13 @@ JOBS = {
     "semi_uneven_pad": RetrievalJob(loop="semi-async", batches=(5, 2)),
     "semi_uneven_nopad": RetrievalJob(loop="semi-async", batches=(2, 4), pad=False),
     "plain_uneven_pad": RetrievalJob(loop="plain", batches=(1, 3)),
+    # A slow emulated link changes when collectives finish, never what they carry.
+    "sync_link": RetrievalJob(
+        loop="sync", batches=(4, 4), dedup=False, link_gbit_per_s=0.5
+    ),
+    "torchrec_link": RetrievalJob(
+        loop="torchrec", batches=(4, 4), link_gbit_per_s=0.5, link_latency_us=500.0
+    ),
 }
 
 
@@ -39,6 +46,15 @@ def test_sync_and_torchrec_reproduce_plain_losses_exactly(results):
     assert all(math.isfinite(v) for x in plain for v in x)
     assert _losses(results, "sync") == plain
     assert _losses(results, "torchrec") == plain
+
+
+def test_emulated_link_keeps_losses_and_charges_every_rank(results):
+    plain = _losses(results, "plain")
+    assert _losses(results, "sync_link") == plain
+    assert _losses(results, "torchrec_link") == plain
+    for name in ("sync_link", "torchrec_link"):
+        assert all(r["link_seconds"] > 0 for r in results[name])
+    assert all("link_seconds" not in r for r in results["plain"])
 
 
 def test_semi_async_differs_only_after_the_first_update(results):
