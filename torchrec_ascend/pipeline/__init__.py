@@ -5,6 +5,7 @@ from torchrec_ascend.pipeline.distributed import (
     DenseGroupDataParallelWrapper,
     shard_embeddings,
 )
+from torchrec_ascend.pipeline.model_io import find_sparse_modules
 from torchrec_ascend.pipeline.retrieval import (
     RetrievalBatch,
     RetrievalBatchPreparer,
@@ -14,11 +15,7 @@ from torchrec_ascend.pipeline.retrieval import (
 )
 from torchrec_ascend.pipeline.streams import DeviceStreams
 from torchrec_ascend.pipeline.timeline import StageTimeline
-from torchrec_ascend.pipeline.train_pipeline import (
-    MODES,
-    TrainPipeline,
-    find_sparse_modules,
-)
+from torchrec_ascend.pipeline.train_pipeline import MODES, TrainPipeline
 
 __all__ = [
     "MODES",

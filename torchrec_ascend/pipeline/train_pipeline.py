@@ -64,7 +64,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_ascend.pipeline.host import BatchPreparer, HostPrefetcher, PreparedBatch
-from torchrec_ascend.pipeline.sparse import SPARSE_MODULE_TYPES, SparseModuleStage
+from torchrec_ascend.pipeline.model_io import (
+    default_forward,
+    find_sparse_modules,
+    only_kjt_field,
+    split_output,
+)
+from torchrec_ascend.pipeline.sparse import SparseModuleStage
 from torchrec_ascend.pipeline.streams import DeviceStreams
 from torchrec_ascend.pipeline.timeline import COMPUTE, StageTimeline
 
@@ -75,48 +81,6 @@ MODES = ("plain", "sync", "semi-async")
 # Limitation: the stream path (CUDA / NPU) follows the device-module API but was not
 # run on an accelerator in this project's sessions (CPU-only machines); only the CPU
 # path (threads + gloo) is tested.
-
-
-def find_sparse_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """The outermost embedding modules of ``model`` by name (sharded or local)."""
-    found: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, SPARSE_MODULE_TYPES) and not any(
-            name.startswith(prefix + ".") for prefix in found
-        ):
-            found[name] = module
-    return found
-
-
-def _default_forward(model: nn.Module, batch: Any) -> Any:
-    return model(batch)
-
-
-def _split_output(result: Any) -> tuple[torch.Tensor, Any]:
-    if isinstance(result, torch.Tensor):
-        return result, result.detach()
-    if isinstance(result, tuple) and len(result) == 2:
-        return result[0], result[1]
-    raise TypeError(
-        "the model's forward must return a loss tensor or (loss, output), "
-        f"got {type(result).__name__}"
-    )
-
-
-def _only_kjt_field(batch: Any) -> KeyedJaggedTensor:
-    fields = [
-        v
-        for v in getattr(batch, "__dict__", {}).values()
-        if isinstance(v, KeyedJaggedTensor)
-    ]
-    if isinstance(batch, KeyedJaggedTensor):
-        return batch
-    if len(fields) != 1:
-        raise ValueError(
-            "cannot tell which KJT of the batch feeds the embedding module "
-            f"({len(fields)} KJT fields); pass sparse_inputs"
-        )
-    return fields[0]
 
 
 @dataclass
@@ -201,7 +165,7 @@ class TrainPipeline:
         self.device = torch.device(device)
         self.mode = mode
         self.sparse_optimizer = sparse_optimizer
-        self.forward = forward or _default_forward
+        self.forward = forward or default_forward
         self.pad_batch = pad_batch
         self.prefetch = prefetch
         self.learning_rate = learning_rate
@@ -252,7 +216,7 @@ class TrainPipeline:
         names = list(self.stages)
 
         def sparse_inputs(batch: Any) -> dict:
-            result = fn(batch) if fn is not None else _only_kjt_field(batch)
+            result = fn(batch) if fn is not None else only_kjt_field(batch)
             if isinstance(result, KeyedJaggedTensor):
                 if len(names) != 1:
                     raise ValueError(
@@ -534,7 +498,7 @@ class TrainPipeline:
         try:
             with self.timeline.span(COMPUTE):
                 self.optimizer.zero_grad(set_to_none=True)
-                loss, output = _split_output(self.forward(self.model, prepared.batch))
+                loss, output = split_output(self.forward(self.model, prepared.batch))
             if following is not None and self._worker is None:
                 # Single thread: issue the next batch's id all-to-all now, so it
                 # travels during this backward (a worker thread does it by itself).
@@ -580,7 +544,7 @@ class TrainPipeline:
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.sparse_optimizer is not None:
                     self.sparse_optimizer.zero_grad(set_to_none=True)
-                loss, output = _split_output(self.forward(self.model, batch))
+                loss, output = split_output(self.forward(self.model, batch))
                 loss.backward()
                 rate = self._rate()
                 self._set_rate(self.optimizer, rate)
