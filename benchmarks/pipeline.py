@@ -19,8 +19,8 @@ writes ``{"cases": [{"name", "world", "mode", "samples_per_s", "compute_frac",
 (TorchRec's pipeline has no per-stage timer); ``samples_per_s`` is summed over ranks;
 ``samples_per_cpu_s`` divides by the CPU time all ranks' processes used (on a shared
 machine a loop with more threads can win wall time by taking more of the cores).
-``--probe`` also runs TorchRec's semi-sync and prefetch pipelines once and records how
-they fail on CPU.
+``--probe`` also runs TorchRec's semi-sync and prefetch pipelines and its pipeline with
+the sharder's id dedup (``use_index_dedup``) once and records how they fail on CPU.
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ def _link_name(args: argparse.Namespace) -> str:
 
 
 def _probe(args: argparse.Namespace) -> dict[str, str]:
-    """How TorchRec's semi-sync and prefetch pipelines behave on this CPU job."""
-    loops = ("torchrec-semi-sync", "torchrec-prefetch")
+    """How TorchRec's semi-sync, prefetch and index-dedup pipelines fare on CPU."""
+    loops = ("torchrec-semi-sync", "torchrec-prefetch", "torchrec-dedup")
     jobs = [_job(args, loop, 2) for loop in loops]
     try:
         results = run_jobs(jobs, timeout=args.timeout)

@@ -1,8 +1,9 @@
 """Hierarchical sparse parallelism (HSP) runtime: shard inside a group, replicate
 across groups, all-reduce only the active embedding rows; plus exact per-tier
-collective byte counting."""
+collective byte counting; an emulated network link for benchmarks on one machine."""
 
 from torchrec_ascend.distributed.comm_counter import CommCounter, comm_phase
+from torchrec_ascend.distributed.emulated_link import EmulatedLink
 from torchrec_ascend.distributed.groups import HSPGroups
 from torchrec_ascend.distributed.hsp import HSPModelParallel
 from torchrec_ascend.distributed.lookup import (
@@ -21,6 +22,7 @@ __all__ = [
     "Adagrad",
     "Adam",
     "CommCounter",
+    "EmulatedLink",
     "HSPGroups",
     "HSPModelParallel",
     "RowSparseOptimizer",

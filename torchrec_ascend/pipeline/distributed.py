@@ -69,6 +69,7 @@ def shard_embeddings(
     sharding_type: str = "row_wise",
     optimizer: str = "rowwise_adagrad",
     learning_rate: float = 0.05,
+    index_dedup: bool = False,
 ) -> DistributedModelParallel:
     """Wraps ``module`` in DMP: embedding tables sharded on ``sparse_group`` with a
     fused optimizer, dense parameters in DDP on ``dense_group``.
@@ -83,6 +84,8 @@ def shard_embeddings(
         optimizer: fused table optimizer: "rowwise_adagrad", "adagrad", "sgd" (CPU
             tables), or "adam" (CUDA tables only in FBGEMM 1.8).
         learning_rate: its learning rate.
+        index_dedup: TorchRec's own input dedup in the EmbeddingCollection sharder
+            (``use_index_dedup``): each distinct id crosses the all-to-all once.
     """
     optim = {
         "adam": EmbOptimType.ADAM,
@@ -107,10 +110,9 @@ def shard_embeddings(
     )
     # Limitation: only EmbeddingCollections get a sharder here; an
     # EmbeddingBagCollection would stay unsharded (data parallel).
+    fused = {"optimizer": optim[optimizer], "learning_rate": learning_rate}
     sharders = [
-        EmbeddingCollectionSharder(
-            fused_params={"optimizer": optim[optimizer], "learning_rate": learning_rate}
-        )
+        EmbeddingCollectionSharder(fused_params=fused, use_index_dedup=index_dedup)
     ]
     plan = planner.collective_plan(module, sharders, sparse_group)
     return DistributedModelParallel(

@@ -32,11 +32,13 @@ LOOPS = (
     "sync",
     "semi-async",
     "torchrec",
+    "torchrec-dedup",
     "torchrec-semi-sync",
     "torchrec-prefetch",
 )
 _TORCHREC_PIPELINES = {
     "torchrec": "TrainPipelineSparseDist",
+    "torchrec-dedup": "TrainPipelineSparseDist",
     "torchrec-semi-sync": "TrainPipelineSemiSync",
     "torchrec-prefetch": "PrefetchTrainPipelineSparseDist",
 }
@@ -48,7 +50,9 @@ class RetrievalJob:
 
     Attributes:
         loop: "plain", "sync", "semi-async" (ours), or "torchrec" (TorchRec's
-            TrainPipelineSparseDist), "torchrec-semi-sync", "torchrec-prefetch".
+            TrainPipelineSparseDist), "torchrec-dedup" (the same with the EC
+            sharder's ``use_index_dedup``), "torchrec-semi-sync",
+            "torchrec-prefetch".
         batches: batches each rank trains, (world,) (uneven counts allowed).
         num_users, num_items, seq_len: synthetic data shape (Zipf item popularity).
         batch_size: users per batch per rank.
@@ -152,6 +156,8 @@ def _build(job: RetrievalJob, rank: int) -> dict[str, Any]:
         torch.device("cpu"),
         sparse_group,
         dist.group.WORLD,
+        # TorchRec's pipeline with TorchRec's own id dedup in the sharder.
+        index_dedup=job.loop == "torchrec-dedup",
     )
     dense = [p for n, p in dmp.named_parameters() if "item_embeddings" not in n]
     optimizer = torch.optim.AdamW(dense, lr=cfg.train.learning_rate)
