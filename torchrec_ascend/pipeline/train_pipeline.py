@@ -126,7 +126,8 @@ class TrainPipeline:
             learning rate of that step's updates. The dense rate is set before the
             dense step; the sparse rate is set on the sparse thread right before that
             batch's sparse update, so a schedule stays exact when the update of batch
-            i runs during step i+1. None keeps the optimizers' own rates.
+            i runs during step i+1. None keeps the optimizers' own rates. Sharded
+            tables' fused optimizers keep their configured rate.
 
     Example::
 
@@ -332,6 +333,9 @@ class TrainPipeline:
             event = self.streams.record()
         return outputs, event
 
+    # Limitation: the schedule reaches `optimizer` and `sparse_optimizer` only; the
+    # fused optimizers inside sharded tables (FBGEMM) keep the rate they were built
+    # with, because they apply updates inside the embedding backward.
     def _rate(self) -> float | None:
         """This step's learning rate, or None to keep the optimizers' own."""
         if self.learning_rate is None:
