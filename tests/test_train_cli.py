@@ -23,14 +23,16 @@ def test_ctrl_c_then_resume(tmp_path):
         cmd + ["--epochs", "1000000"], env=env, stderr=subprocess.PIPE
     )
     deadline = time.time() + 240
-    while not (out / LAST).exists():
+    # training.png is written after each finished epoch (last.pt exists from start).
+    while not (out / "training.png").exists():
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         assert time.time() < deadline, "no checkpoint within 240 s"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr.decode()[-2000:]
-    assert b"checkpoint in" in stderr
+    assert b"interrupted during epoch" in stderr and b"--resume" in stderr
+    assert (out / "interrupted.pt").exists()
 
     state = torch.load(out / LAST, weights_only=False)
     done = state["next_epoch"]

@@ -11,6 +11,7 @@ logger = logging.getLogger(__name__)
 
 LAST = "last.pt"
 BEST = "best_model.pt"
+INTERRUPTED = "interrupted.pt"
 
 
 def save_atomic(obj: Any, path: Path) -> None:

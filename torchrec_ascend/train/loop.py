@@ -18,7 +18,13 @@ from torchrec_ascend.models import (
     SequentialRetrieval,
     train_step_flops,
 )
-from torchrec_ascend.train.checkpoint import BEST, LAST, load_if_exists, save_atomic
+from torchrec_ascend.train.checkpoint import (
+    BEST,
+    INTERRUPTED,
+    LAST,
+    load_if_exists,
+    save_atomic,
+)
 from torchrec_ascend.train.evaluate import evaluate
 from torchrec_ascend.train.negatives import UniformNegativeSampler
 from torchrec_ascend.train.peak import measure_matmul_peak
@@ -56,9 +62,11 @@ class Trainer:
     """Trains a SequentialRetrieval model epoch by epoch.
 
     Every epoch ends with a checkpoint (``last.pt``); the best validation NDCG@10
-    weights are kept in ``best_model.pt`` and scored on test at the end. Ctrl-C saves
-    the current weights as a checkpoint of the interrupted epoch, which ``resume``
-    restarts from its beginning.
+    weights are kept in ``best_model.pt`` and scored on test at the end. A fresh run
+    first saves its initial state as ``last.pt``, so ``last.pt`` always holds the end
+    of the last finished epoch. Ctrl-C leaves it as it is, so ``resume`` continues
+    exactly as if the interrupted epoch had never started (bitwise, on one intra-op
+    thread), and writes the weights reached mid-epoch to ``interrupted.pt``.
     """
 
     def __init__(self, spec: RunSpec, strategy=None) -> None:
@@ -249,8 +257,10 @@ class Trainer:
         spec, cfg = self.spec, self.spec.config
         peak = measure_matmul_peak(torch.float32)
         logger.info("fp32 matmul peak on this machine: %.1f GFLOP/s", peak)
-        # Epochs whose results are in self.history; what an interrupt checkpoints.
+        # Epochs whose results are in self.history (and in last.pt).
         completed = self.start_epoch
+        if self.is_main and not (spec.output_dir / LAST).exists():
+            save_atomic(self._state(completed), spec.output_dir / LAST)
         try:
             for epoch in range(self.start_epoch, cfg.train.epochs):
                 loss = self._train_epoch(epoch)
@@ -283,12 +293,19 @@ class Trainer:
                     )
                     break
         except KeyboardInterrupt:
+            # last.pt stays at the end of epoch `completed`: resuming from mid-epoch
+            # weights would train part of the epoch twice.
             if self.is_main:
-                save_atomic(self._state(completed), spec.output_dir / LAST)
+                partial = {"model": self.model.state_dict(), "epoch": completed + 1}
+                save_atomic(partial, spec.output_dir / INTERRUPTED)
             logger.warning(
-                "interrupted after epoch %d; checkpoint in %s (continue with --resume)",
+                "interrupted during epoch %d; checkpoint of epoch %d in %s (--resume "
+                "restarts epoch %d exactly); weights at the interrupt in %s",
+                completed + 1,
                 completed,
                 spec.output_dir / LAST,
+                completed + 1,
+                spec.output_dir / INTERRUPTED,
             )
             raise
         return self._finish(peak)
