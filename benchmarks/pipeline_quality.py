@@ -84,7 +84,10 @@ def _compare(root: Path, seeds: list[int]) -> dict:
     for k in METRICS:
         values = changes[k]
         mean = statistics.mean(values)
-        stderr = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0
+        # One seed has no spread to estimate: None, printed as n/a.
+        stderr = (
+            statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+        )
         sync_mean = statistics.mean(runs[str(s)]["sync"][k] for s in seeds)
         semi_mean = statistics.mean(runs[str(s)]["semi-async"][k] for s in seeds)
         summary[k] = {
@@ -96,6 +99,10 @@ def _compare(root: Path, seeds: list[int]) -> dict:
             "per_seed_relative_change": values,
         }
     return {"seeds": seeds, "runs": runs, "summary": summary}
+
+
+def _se(value: float | None) -> str:
+    return f"{value:6.2f}" if value is not None else "   n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, row in result["summary"].items():
         print(
             f"{k:9s} {row['sync_mean']:8.4f} {row['semi_async_mean']:8.4f} "
-            f"{row['mean_relative_change']:9.2f} {row['stderr_relative_change']:6.2f}"
+            f"{row['mean_relative_change']:9.2f} {_se(row['stderr_relative_change'])}"
         )
     return 0
 

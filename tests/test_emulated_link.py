@@ -70,6 +70,14 @@ def _collectives(rank, world, out_dir):
     assert issued < 0.05
     assert waited >= 0.05
 
+    # A link whose object was lost without uninstall() can still be removed.
+    original = dist.all_reduce
+    EmulatedLink(gbit_per_s=1.0).install()
+    with pytest.raises(RuntimeError, match="uninstall_all"):
+        EmulatedLink(gbit_per_s=1.0).install()
+    assert EmulatedLink.uninstall_all() == 7
+    assert dist.all_reduce is original
+
 
 def test_collectives_keep_results_and_cost_the_modelled_time():
     run_ranks(_collectives, 2, None)
@@ -101,8 +109,19 @@ def test_ddp_hook_averages_like_ddp_and_charges_the_link():
     run_ranks(_ddp, 2, None)
 
 
-def test_bad_link_settings_are_named():
-    with pytest.raises(ValueError, match="gbit_per_s"):
-        EmulatedLink(gbit_per_s=0.0)
-    with pytest.raises(ValueError, match="latency_us"):
-        EmulatedLink(gbit_per_s=1.0, latency_us=-1.0)
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan"), True, "1"])
+def test_bad_bandwidth_is_named(bad):
+    with pytest.raises(ValueError, match="gbit_per_s must be a finite number > 0"):
+        EmulatedLink(gbit_per_s=bad)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("inf"), float("nan"), None])
+def test_bad_latency_is_named(bad):
+    with pytest.raises(ValueError, match="latency_us must be a finite number >= 0"):
+        EmulatedLink(gbit_per_s=1.0, latency_us=bad)
+
+
+def test_install_needs_a_process_group():
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        EmulatedLink(gbit_per_s=1.0).install()

@@ -310,3 +310,31 @@ def test_cpu_has_no_streams_and_bad_arguments_are_named(split):
     pipeline.detach()
     rows = model._lookup_history(history)
     assert rows.shape == (1, CFG.model.embedding_dim)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, "fast", None, True])
+def test_a_bad_learning_rate_is_named_and_stops_the_threads(split, bad):
+    import threading
+
+    def host_threads():
+        return sum("host-prep" in t.name for t in threading.enumerate())
+
+    before = host_threads()
+    with pytest.raises(ValueError, match=r"learning_rate\(0\) must return a finite"):
+        _pipeline_losses(split, "semi-async", False, learning_rate=lambda step: bad)
+    # The failed pipeline stopped its host thread (no detach() was called).
+    assert host_threads() == before
+
+
+def test_prefetch_must_be_positive(split):
+    model = _model(split)
+    dense, sparse = _split_optimizers(model)
+    with pytest.raises(ValueError, match="prefetch must be >= 1"):
+        TrainPipeline(
+            RetrievalTrainModule(model),
+            dense,
+            torch.device("cpu"),
+            "sync",
+            sparse_optimizer=sparse,
+            prefetch=0,
+        )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -120,10 +121,20 @@ class EmulatedLink:
         latency_us: float = 0.0,
         groups: list[Any] | None = None,
     ) -> None:
-        if not gbit_per_s > 0:
-            raise ValueError(f"gbit_per_s must be > 0, got {gbit_per_s}")
-        if latency_us < 0:
-            raise ValueError(f"latency_us must be >= 0, got {latency_us}")
+        for name, value, low in (
+            ("gbit_per_s", gbit_per_s, 0.0),
+            ("latency_us", latency_us, None),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or (value <= low if low is not None else value < 0)
+            ):
+                bound = "> 0" if low is not None else ">= 0"
+                raise ValueError(
+                    f"{name} must be a finite number {bound}, got {value!r}"
+                )
         self.bytes_per_s = gbit_per_s * 1e9 / 8
         self.latency_s = latency_us * 1e-6
         self._groups = None if groups is None else {id(g) for g in groups}
@@ -135,7 +146,11 @@ class EmulatedLink:
     # -- the model ------------------------------------------------------------------
 
     def charge(self, nbytes: int) -> float:
-        """Books ``nbytes`` on the link now; returns the time they are delivered."""
+        """Books ``nbytes`` on the link now.
+
+        Returns:
+            When they are delivered, on the ``time.perf_counter()`` clock.
+        """
         cost = self.latency_s + nbytes / self.bytes_per_s
         with self._lock:
             start = max(time.perf_counter(), self._free_at)
@@ -197,11 +212,17 @@ class EmulatedLink:
         """Patches ``torch.distributed``'s collectives in this process."""
         if self._originals:
             raise RuntimeError("this EmulatedLink is already installed")
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "EmulatedLink.install() needs an initialized default process group "
+                "(torch.distributed.init_process_group)"
+            )
         for name in _PATCHED:
             original = getattr(dist, name)
             if hasattr(original, "_emulated_link"):
                 raise RuntimeError(
-                    f"torch.distributed.{name} is already wrapped by another link"
+                    f"torch.distributed.{name} is already wrapped by another link; "
+                    "uninstall it (EmulatedLink.uninstall_all() if it is lost)"
                 )
             self._originals[name] = original
             setattr(dist, name, self._wrap(name, original))
@@ -216,6 +237,19 @@ class EmulatedLink:
         for name, original in self._originals.items():
             setattr(dist, name, original)
         self._originals.clear()
+
+    @staticmethod
+    def uninstall_all() -> int:
+        """Restores every collective any EmulatedLink wrapped (for links whose object
+        was lost without ``uninstall``); returns how many were restored."""
+        restored = 0
+        for name in _PATCHED:
+            current = getattr(dist, name)
+            link = current.__dict__.get("_emulated_link")
+            if link is not None:
+                setattr(dist, name, link._originals.pop(name))
+                restored += 1
+        return restored
 
     def __enter__(self) -> EmulatedLink:
         return self.install()

@@ -51,16 +51,16 @@ stop together at the first rank's end and the unexecuted batches are counted in
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from torchrec_ascend.pipeline.host import BatchPreparer, HostPrefetcher, PreparedBatch
@@ -69,6 +69,11 @@ from torchrec_ascend.pipeline.model_io import (
     find_sparse_modules,
     only_kjt_field,
     split_output,
+)
+from torchrec_ascend.pipeline.setup_checks import (
+    agreement_group,
+    check_local_tables_not_in,
+    check_separate_dense_group,
 )
 from torchrec_ascend.pipeline.sparse import SparseModuleStage
 from torchrec_ascend.pipeline.streams import DeviceStreams
@@ -95,6 +100,7 @@ class _Step:
 
 
 _STOP = "stop"
+_ABORT_WAIT_S = 30.0
 
 
 class TrainPipeline:
@@ -161,6 +167,8 @@ class TrainPipeline:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1 batch, got {prefetch}")
         self.model = model
         self.optimizer = optimizer
         self.device = torch.device(device)
@@ -198,11 +206,11 @@ class TrainPipeline:
             self.streams,
             self.timeline,
         )
-        self._group = self._agreement_group(process_group)
+        self._group = agreement_group(self.stages, process_group)
         if mode != "plain":
             if self.sparse_thread:
-                self._check_separate_dense_group()
-            self._check_local_tables_not_in(optimizer)
+                check_separate_dense_group(model, self.stages)
+            check_local_tables_not_in(optimizer, self.stages, sparse_optimizer)
             for stage in self.stages.values():
                 stage.install()
         self._worker: ThreadPoolExecutor | None = None
@@ -228,59 +236,6 @@ class TrainPipeline:
             return result
 
         return sparse_inputs
-
-    def _agreement_group(self, group: Any) -> Any:
-        if not (dist.is_available() and dist.is_initialized()):
-            return None
-        if group is None:
-            for stage in self.stages.values():
-                env = getattr(stage.module, "_env", None)
-                if env is not None and getattr(env, "process_group", None) is not None:
-                    group = env.process_group
-                    break
-        if dist.get_world_size(group) == 1:
-            return None
-        return group if group is not None else dist.group.WORLD
-
-    def _check_separate_dense_group(self) -> None:
-        """Sparse collectives run on the worker thread while the dense all-reduce runs
-        on the calling thread; on one process group their order could differ between
-        ranks and the job would deadlock."""
-        sparse_groups = {
-            id(getattr(getattr(s.module, "_env", None), "process_group", None))
-            for s in self.stages.values()
-            if s.sharded
-        }
-        for name, module in self.model.named_modules():
-            if isinstance(module, DistributedDataParallel):
-                if id(module.process_group) in sparse_groups:
-                    raise ValueError(
-                        f"{name or 'model'}: DDP all-reduces on the same process "
-                        "group as the sharded embeddings; in a pipelined mode they run "
-                        "on different threads, so give DDP its own group (see "
-                        "torchrec_ascend.pipeline.DenseGroupDataParallelWrapper)"
-                    )
-
-    def _check_local_tables_not_in(self, optimizer: torch.optim.Optimizer) -> None:
-        """Local tables are updated on the sparse thread, concurrently with the dense
-        step, so the dense optimizer must not own them."""
-        dense = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        for stage in self.stages.values():
-            if stage.sharded:
-                continue
-            for name, param in stage.module.named_parameters():
-                if id(param) in dense:
-                    raise ValueError(
-                        f"{stage.fqn}.{name} is a local embedding table but is in the "
-                        "dense optimizer; give it to sparse_optimizer instead"
-                    )
-            if self.sparse_optimizer is None and any(
-                p.requires_grad for p in stage.module.parameters()
-            ):
-                raise ValueError(
-                    f"{stage.fqn} is a local (unsharded) embedding module; pass a "
-                    "sparse_optimizer for its parameters"
-                )
 
     def _start(self, dataloader_iter: Iterator[Any]) -> None:
         if self._worker is None and self.sparse_thread:
@@ -340,7 +295,18 @@ class TrainPipeline:
         """This step's learning rate, or None to keep the optimizers' own."""
         if self.learning_rate is None:
             return None
-        return float(self.learning_rate(self._steps_run))
+        rate = self.learning_rate(self._steps_run)
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, (int, float))
+            or not math.isfinite(rate)
+            or rate < 0
+        ):
+            raise ValueError(
+                f"learning_rate({self._steps_run}) must return a finite float >= 0, "
+                f"got {rate!r}"
+            )
+        return float(rate)
 
     @staticmethod
     def _set_rate(optimizer: torch.optim.Optimizer | None, rate: float | None) -> None:
@@ -390,7 +356,7 @@ class TrainPipeline:
         self._inflight.append(step)
         return step
 
-    def _finish(self) -> None:
+    def _finish(self, reason: str = "another rank's data ended first") -> None:
         """Waits for every submitted sparse task; notes unexecuted local batches."""
         for step in self._inflight:
             for future in (step.dist_future, step.lookup_future, step.backward_future):
@@ -411,9 +377,9 @@ class TrainPipeline:
         if leftover:
             self.stats["dropped_batches"] += leftover
             logger.warning(
-                "%d prepared local batches were not executed (another rank's data "
-                "ended first without a pad_batch, or flush() was called)",
+                "%d prepared local batches were not executed (%s)",
                 leftover,
+                reason,
             )
         self._stopped = True
 
@@ -436,9 +402,13 @@ class TrainPipeline:
         self.timeline.begin_step()
         try:
             result = self._progress_pipelined()
-        except BaseException:
+        except StopIteration:
             # The call that finds the data exhausted trains nothing: not a step.
             self.timeline.cancel_step()
+            raise
+        except BaseException:
+            self.timeline.cancel_step()
+            self._abort()
             raise
         self.timeline.end_step()
         return result
@@ -571,10 +541,31 @@ class TrainPipeline:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def _abort(self) -> None:
+        """After an error: waits for the sparse tasks (their own errors are dropped,
+        the caller's error is the one that propagates) and stops the host thread, so
+        no thread outlives a failed pipeline. Batches in flight are dropped."""
+        futures = [
+            f
+            for step in self._inflight
+            for f in (step.dist_future, step.lookup_future, step.backward_future)
+            if f is not None
+        ]
+        if self._last_backward is not None:
+            futures.append(self._last_backward)
+            self._last_backward = None
+        # Bounded: a task stuck in a collective with a failed peer must not turn
+        # the error into a hang.
+        wait(futures, timeout=_ABORT_WAIT_S)
+        self._inflight.clear()
+        if self._host is not None:
+            self._host.close()
+            self._host = None
+
     def flush(self) -> None:
         """Applies every pending sparse update and forgets batches in flight."""
         if self.mode != "plain":
-            self._finish()
+            self._finish("flush() or detach() came before the data ended")
             self._stopped = False
 
     def fractions(self) -> dict[str, float]:
@@ -595,7 +586,21 @@ class TrainPipeline:
     def close(self) -> None:
         self.detach()
 
+    def __enter__(self) -> TrainPipeline:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.close()
+            return
+        # Leaving on an error: stop the threads without waiting for more data.
+        self._abort()
+        self.close()
+
     def __del__(self) -> None:
+        host = getattr(self, "_host", None)
+        if host is not None:
+            host.close()
         worker = getattr(self, "_worker", None)
         if worker is not None:
             worker.shutdown(wait=False)
