@@ -77,3 +77,30 @@ def test_cli_accepts_the_pipeline_modes():
     assert parser.parse_args(["--pipeline", "semi-async"]).pipeline == "semi-async"
     with pytest.raises(SystemExit):
         parser.parse_args(["--pipeline", "async"])
+
+
+def test_resumed_run_reports_fractions_over_all_epochs(tmp_path):
+    split = leave_one_out(synthetic_sequence_dataset(300, 200, 15, seed=2))
+    cfg = get_preset("smoke")
+
+    def spec(epochs, resume):
+        train_cfg = dataclasses.replace(cfg.train, epochs=epochs)
+        return RunSpec(
+            dataset="synthetic",
+            split=split,
+            config=dataclasses.replace(cfg, train=train_cfg),
+            seed=0,
+            output_dir=tmp_path / "resumed",
+            resume=resume,
+            progress=False,
+            pipeline="semi-async",
+        )
+
+    train(spec(1, False))
+    state = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    state["config"]["train"]["epochs"] = 2
+    torch.save(state, tmp_path / "resumed" / "last.pt")
+    train(spec(2, True))
+    metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2
+    assert metrics["train"]["pipeline"]["steps"] == 10  # 5 steps in each epoch

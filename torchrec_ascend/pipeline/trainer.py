@@ -155,6 +155,15 @@ class PipelinedEpochs:
             self.steps += pipeline.timeline.steps
         return total_loss / max(steps, 1)
 
+    def state_dict(self) -> dict:
+        """Stage time totals so far, kept in checkpoints so a resumed run reports
+        fractions over all its epochs."""
+        return {"totals": dict(self.totals), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.totals = dict(state["totals"])
+        self.steps = int(state["steps"])
+
     def summary(self) -> dict:
         """Mode and stage fractions over every pipelined step so far."""
         step = self.totals["step"]

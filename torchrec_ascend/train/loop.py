@@ -124,6 +124,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "config": self.spec.config.to_dict(),
             "seed": self.spec.seed,
+            "pipeline": None if self.pipeline is None else self.pipeline.state_dict(),
         }
 
     def _restore(self) -> None:
@@ -144,6 +145,8 @@ class Trainer:
         self.start_epoch = state["next_epoch"]
         self.history, self.best = state["history"], state["best"]
         self.stale, self.timing = state["stale"], state["timing"]
+        if self.pipeline is not None and state.get("pipeline") is not None:
+            self.pipeline.load_state_dict(state["pipeline"])
         logger.info("resuming at epoch %d", self.start_epoch)
 
     # -- training ------------------------------------------------------------------
