@@ -5,11 +5,8 @@ block. TorchRec's sharded modules call them through the `torch.distributed` modu
 at call time, so their input/output all-to-alls are seen, as are the HSP row
 all-reduce and the dense gradient all-reduce.
 
-What one rank sends:
-* all_to_all_single: split j of the input goes to group rank j (nothing to itself);
-* all_reduce / all_gather / reduce_scatter: a ring over the group's ranks in
-  order, each rank sending 2(n-1)/n, (n-1) and (n-1)/n of the tensor bytes to its
-  successor (the algorithm gloo, HCCL and NCCL use for large tensors).
+What one rank sends, and to whom, is the model of
+:mod:`torchrec_ascend.distributed.collective_bytes`.
 
 Bytes are keyed by a category: the phase set with `comm_phase(...)` if any, else
 "a2a" (all-to-all and reduce-scatter, the embedding exchange) or "allreduce".
@@ -29,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch._C._distributed_c10d import _create_work_from_future
 
+from torchrec_ascend.distributed.collective_bytes import bind_call, sends
 from torchrec_ascend.planner.topology import INTER_NODE, INTRA_NODE, ClusterTopology
 
 logger = logging.getLogger(__name__)
@@ -46,10 +44,6 @@ def comm_phase(name: str) -> Iterator[None]:
         yield
     finally:
         _PHASE.reset(token)
-
-
-def _nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
 
 
 def _completed_work() -> dist.Work:
@@ -89,59 +83,19 @@ class CommCounter:
 
     # -- accounting ----------------------------------------------------------------
 
-    def _ranks(self, group) -> list[int]:
-        if group is None or group is dist.GroupMember.WORLD:
-            return list(range(dist.get_world_size()))
-        return dist.get_process_group_ranks(group)
-
-    def _add(self, category: str, src: int, dst: int, nbytes: int) -> None:
-        if src != dst and nbytes:
-            self.bytes[category][self.topology.tier(src, dst)] += int(nbytes)
-
-    def _ring(self, category: str, group, per_rank_bytes: float) -> None:
-        ranks = self._ranks(group)
+    def _count(self, op: str, call: dict) -> str:
+        exchange = op in ("all_to_all_single", "reduce_scatter_tensor")
+        category = _PHASE.get() or ("a2a" if exchange else "allreduce")
         me = dist.get_rank()
-        successor = ranks[(ranks.index(me) + 1) % len(ranks)]
-        self._add(category, me, successor, round(per_rank_bytes))
-
-    def _count(self, op: str, args, kwargs) -> str:
-        phase = _PHASE.get()
-        if op == "all_to_all_single":
-            output, inp = (list(args) + [None, None])[:2]
-            inp = kwargs.get("input", inp)
-            splits = kwargs.get("input_split_sizes", args[3] if len(args) > 3 else None)
-            group = kwargs.get("group", args[4] if len(args) > 4 else None)
-            category = phase or "a2a"
-            ranks = self._ranks(group)
-            row_bytes = _nbytes(inp) // max(1, inp.shape[0]) if inp.dim() else 0
-            if not splits:
-                splits = [inp.shape[0] // len(ranks)] * len(ranks)
-            for dst, rows in zip(ranks, splits):
-                self._add(category, dist.get_rank(), dst, rows * row_bytes)
-        elif op == "reduce_scatter_tensor":
-            inp = kwargs.get("input", args[1] if len(args) > 1 else None)
-            group = kwargs.get("group", args[3] if len(args) > 3 else None)
-            category = phase or "a2a"
-            n = len(self._ranks(group))
-            self._ring(category, group, (n - 1) / n * _nbytes(inp))
-        elif op == "all_reduce":
-            tensor = kwargs.get("tensor", args[0] if args else None)
-            group = kwargs.get("group", args[2] if len(args) > 2 else None)
-            category = phase or "allreduce"
-            n = len(self._ranks(group))
-            self._ring(category, group, 2 * (n - 1) / n * _nbytes(tensor))
-        else:  # all_gather(tensor_list, tensor, group)
-            tensor = kwargs.get("tensor", args[1] if len(args) > 1 else None)
-            group = kwargs.get("group", args[2] if len(args) > 2 else None)
-            category = phase or "allreduce"
-            n = len(self._ranks(group))
-            self._ring(category, group, (n - 1) * _nbytes(tensor))
+        for dst, nbytes in sends(op, call):
+            if dst != me and nbytes:
+                self.bytes[category][self.topology.tier(me, dst)] += int(nbytes)
         self.calls[category] += 1
         return category
 
     def _wrap(self, op: str, fn):
         def wrapped(*args, **kwargs):
-            category = self._count(op, args, kwargs)
+            category = self._count(op, bind_call(fn, args, kwargs))
             # Run every collective to completion so its time is measured whole;
             # callers that asked for async get an already-finished dist.Work
             # (TorchRec checks the type).

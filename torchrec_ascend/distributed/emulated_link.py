@@ -11,9 +11,8 @@ other work (the dense step, another rank) runs meanwhile, as it would while a NI
 moves the data. DDP's gradient all-reduce runs in C++ and bypasses these functions;
 :meth:`EmulatedLink.ddp_comm_hook` charges it the same way.
 
-Bytes sent per rank: all-to-all, the input minus the part this rank keeps; all-reduce,
-``2 (n - 1) / n`` of the buffer (ring); all-gather / reduce-scatter, ``(n - 1) / n``
-of the full buffer.
+Bytes sent per rank follow :mod:`torchrec_ascend.distributed.collective_bytes` (the
+model CommCounter counts with).
 
 Example::
 
@@ -24,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import threading
@@ -35,34 +33,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from torchrec_ascend.distributed.collective_bytes import COLLECTIVES, bind_call, sends
+
 logger = logging.getLogger(__name__)
-
-_PATCHED = (
-    "all_to_all_single",
-    "all_to_all",
-    "all_reduce",
-    "all_gather",
-    "all_gather_into_tensor",
-    "reduce_scatter",
-    "reduce_scatter_tensor",
-)
-
-# Argument names of the gathered / scattered buffers in torch.distributed.
-_BUFFERS = (
-    "tensor_list",
-    "tensor",
-    "output_tensor",
-    "input_tensor",
-    "output",
-    "input",
-    "input_list",
-)
-
-
-def _nbytes(tensors: Any) -> int:
-    if isinstance(tensors, torch.Tensor):
-        return tensors.numel() * tensors.element_size()
-    return sum(_nbytes(t) for t in tensors)
 
 
 class _DelayedWork(dist.Work):
@@ -163,39 +136,12 @@ class EmulatedLink:
     def _charged(self, group: Any) -> bool:
         return self._groups is None or id(group) in self._groups
 
-    @staticmethod
-    def _world(group: Any) -> int:
-        return dist.get_world_size(group)
-
-    def _sent_bytes(self, name: str, call: dict[str, Any]) -> int:
-        group = call.get("group")
-        world = self._world(group)
-        if world <= 1:
-            return 0
-        rank = dist.get_rank(group)
-        if name == "all_to_all_single":
-            total = _nbytes(call["input"])
-            splits = call.get("input_split_sizes")
-            if splits:
-                return total - total * splits[rank] // max(sum(splits), 1)
-            return total - total // world
-        if name == "all_to_all":
-            inputs = call["input_tensor_list"]
-            return sum(_nbytes(t) for i, t in enumerate(inputs) if i != rank)
-        if name == "all_reduce":
-            return 2 * (world - 1) * _nbytes(call["tensor"]) // world
-        # Gathers and reduce-scatters move (n - 1)/n of the full buffer per rank.
-        full = max(_nbytes(v) for k, v in call.items() if k in _BUFFERS)
-        return (world - 1) * full // world
-
     def _wrap(self, name: str, original: Callable) -> Callable:
-        signature = inspect.signature(original)
-
         def collective(*args: Any, **kwargs: Any) -> Any:
-            call = signature.bind(*args, **kwargs).arguments
+            call = bind_call(original, args, kwargs)
             if not self._charged(call.get("group")):
                 return original(*args, **kwargs)
-            ready_at = self.charge(self._sent_bytes(name, call))
+            ready_at = self.charge(sum(b for _, b in sends(name, call)))
             work = original(*args, **kwargs)
             if call.get("async_op", False):
                 return _DelayedWork(work, ready_at)
@@ -217,7 +163,7 @@ class EmulatedLink:
                 "EmulatedLink.install() needs an initialized default process group "
                 "(torch.distributed.init_process_group)"
             )
-        for name in _PATCHED:
+        for name in COLLECTIVES:
             original = getattr(dist, name)
             if hasattr(original, "_emulated_link"):
                 raise RuntimeError(
@@ -243,7 +189,7 @@ class EmulatedLink:
         """Restores every collective any EmulatedLink wrapped (for links whose object
         was lost without ``uninstall``); returns how many were restored."""
         restored = 0
-        for name in _PATCHED:
+        for name in COLLECTIVES:
             current = getattr(dist, name)
             link = current.__dict__.get("_emulated_link")
             if link is not None:
@@ -267,9 +213,9 @@ class EmulatedLink:
 
         def hook(_: Any, bucket: Any) -> torch.futures.Future:
             buffer = bucket.buffer()
-            world = self._world(group)
-            ready_at = self.charge(2 * (world - 1) * _nbytes(buffer) // max(world, 1))
-            buffer.div_(world)
+            call = {"tensor": buffer, "group": group}
+            ready_at = self.charge(sum(b for _, b in sends("all_reduce", call)))
+            buffer.div_(dist.get_world_size(group))
             fut = original(buffer, group=group, async_op=True).get_future()
 
             def done(f: torch.futures.Future) -> torch.Tensor:

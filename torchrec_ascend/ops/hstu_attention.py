@@ -8,13 +8,10 @@ op behaves like any ATen op.
 
 import torch
 
+from torchrec_ascend.ops.hstu_dense import DEFAULT_TS_BUCKET_DIVISOR
 from torchrec_ascend.ops.hstu_generic import generic_hstu_attention
 
 _OP = torch.ops.torchrec_ascend
-
-# ln(2) / 2.3: the log-time bucket width of the HSTU reference RAB (about 2.3 buckets
-# per doubling of the time gap).
-DEFAULT_TS_BUCKET_DIVISOR = 0.301
 
 
 @torch.library.register_fake("torchrec_ascend::hstu_attention")

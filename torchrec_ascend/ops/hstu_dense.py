@@ -11,6 +11,10 @@ import torch.nn.functional as F
 
 from torchrec_ascend.ops.jagged import segment_ids
 
+# ln(2) / 2.3: the log-time bucket width of the HSTU reference RAB (about 2.3 buckets
+# per doubling of the time gap).
+DEFAULT_TS_BUCKET_DIVISOR = 0.301
+
 
 def dense_hstu_attention(
     q: torch.Tensor,
@@ -25,7 +29,7 @@ def dense_hstu_attention(
     query_timestamps: torch.Tensor | None = None,
     num_targets: torch.Tensor | None = None,
     contextual_len: int = 0,
-    ts_bucket_divisor: float = 0.301,
+    ts_bucket_divisor: float = DEFAULT_TS_BUCKET_DIVISOR,
     query_start: int = 0,
 ) -> torch.Tensor:
     """HSTU attention on padded sequences (same semantics as ``hstu_attention``).
@@ -105,7 +109,7 @@ def padded_hstu_attention(
     query_timestamps: torch.Tensor | None = None,
     num_targets: torch.Tensor | None = None,
     contextual_len: int = 0,
-    ts_bucket_divisor: float = 0.301,
+    ts_bucket_divisor: float = DEFAULT_TS_BUCKET_DIVISOR,
 ) -> torch.Tensor:
     """Jagged in, jagged out, but padded to the batch maximum in between.
 

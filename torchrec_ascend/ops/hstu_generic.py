@@ -12,7 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from torchrec_ascend.ops.hstu_dense import dense_hstu_attention
+from torchrec_ascend.ops.hstu_dense import (
+    DEFAULT_TS_BUCKET_DIVISOR,
+    dense_hstu_attention,
+)
 from torchrec_ascend.ops.jagged import validate_offsets
 
 # Largest share of a bucket's (query, key) score entries that may be padding.
@@ -126,7 +129,7 @@ def generic_hstu_attention(
     query_timestamps: torch.Tensor | None = None,
     num_targets: torch.Tensor | None = None,
     contextual_len: int = 0,
-    ts_bucket_divisor: float = 0.301,
+    ts_bucket_divisor: float = DEFAULT_TS_BUCKET_DIVISOR,
     max_waste: float = DEFAULT_MAX_WASTE,
 ) -> torch.Tensor:
     """Jagged HSTU attention from ATen operators, bucketed by length.
